@@ -1,0 +1,1 @@
+"""The booking site: events, bookings, and their payments through the payments app."""

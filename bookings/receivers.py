@@ -1,0 +1,38 @@
+"""Receivers that turn payment outcomes into booking changes."""
+
+from __future__ import annotations
+
+import logging
+
+from django.dispatch import receiver
+
+from bookings import services
+from bookings.exceptions import SoldOut
+from bookings.models import Booking
+from payments.signals import payment_refunded, payment_succeeded
+
+logger = logging.getLogger(__name__)
+
+
+def _booking_id(payment) -> int | None:
+    if payment.content_type.model_class() is not Booking:
+        return None
+    return int(payment.object_id)
+
+
+@receiver(payment_succeeded, dispatch_uid="bookings.confirm_on_payment")
+def confirm_on_payment(sender, payment, **kwargs) -> None:
+    booking_id = _booking_id(payment)
+    if booking_id is None:
+        return
+    try:
+        services.booking_confirm(booking_id=booking_id)
+    except SoldOut:
+        logger.exception("paid booking could not be confirmed", extra={"booking_id": booking_id})
+
+
+@receiver(payment_refunded, dispatch_uid="bookings.cancel_on_full_refund")
+def cancel_on_full_refund(sender, payment, fully_refunded: bool = False, **kwargs) -> None:
+    booking_id = _booking_id(payment)
+    if booking_id is not None and fully_refunded:
+        services.booking_cancel(booking_id=booking_id)

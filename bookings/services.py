@@ -1,0 +1,138 @@
+"""Booking services: create, confirm, cancel and expire bookings; seats are counted under a lock."""
+
+from __future__ import annotations
+
+import logging
+from datetime import timedelta
+
+from django.core.exceptions import ValidationError
+from django.db import transaction
+from django.utils import timezone
+
+from bookings.conf import booking_setting
+from bookings.exceptions import BookingError, SoldOut
+from bookings.models import Booking, Event
+from payments import money
+
+logger = logging.getLogger(__name__)
+
+_TRANSITIONS = {
+    Booking.Status.PENDING: {
+        Booking.Status.CONFIRMED,
+        Booking.Status.CANCELLED,
+        Booking.Status.EXPIRED,
+    },
+    Booking.Status.CONFIRMED: {Booking.Status.CANCELLED},
+    # A payment that lands after its hold ran out still confirms, if the seats are there.
+    Booking.Status.EXPIRED: {Booking.Status.CONFIRMED},
+    Booking.Status.CANCELLED: set(),
+}
+
+
+def _lock_event(event_id: int) -> Event:
+    return Event.objects.select_for_update().get(pk=event_id)
+
+
+def _lock_booking(booking_id: int) -> Booking:
+    return Booking.objects.select_for_update(of=("self",)).get(pk=booking_id)
+
+
+def _move(booking: Booking, target: str) -> None:
+    if target not in _TRANSITIONS[booking.status]:
+        raise BookingError(f"A {booking.status} booking cannot become {target}.")
+    booking.status = target
+
+
+def booking_quote(*, event: Event, quantity: int) -> tuple[int, int, int]:
+    """(subtotal, fee, total) in minor units for `quantity` seats, validated against the limits."""
+    subtotal = event.price * quantity
+    fee = money.compute_fee(subtotal, event.currency)
+    total = subtotal + fee
+    money.validate_amount(total, event.currency)
+    return subtotal, fee, total
+
+
+def _validate_quantity(quantity) -> int:
+    if isinstance(quantity, bool) or not isinstance(quantity, int):
+        raise ValidationError("Quantity must be a whole number.", code="invalid_quantity")
+    limit = booking_setting("MAX_SEATS_PER_BOOKING")
+    if not 1 <= quantity <= limit:
+        raise ValidationError(f"Quantity must be between 1 and {limit}.", code="invalid_quantity")
+    return quantity
+
+
+@transaction.atomic
+def booking_create(*, user, event_id: int, quantity: int) -> Booking:
+    """Hold `quantity` seats for `user`; the amounts come from the event, never from the caller."""
+    quantity = _validate_quantity(quantity)
+    try:
+        event = _lock_event(event_id)
+    except Event.DoesNotExist as exc:
+        raise ValidationError("No such event.", code="invalid_event") from exc
+    if event.starts_at <= timezone.now():
+        raise ValidationError("This event has already started.", code="event_past")
+    currency = money.normalize_currency(event.currency)
+    subtotal, fee, total = booking_quote(event=event, quantity=quantity)
+    if event.seats_left() < quantity:
+        raise SoldOut(f"Only {event.seats_left()} seats are left.")
+    booking = Booking.objects.create(
+        user=user,
+        event=event,
+        quantity=quantity,
+        subtotal=subtotal,
+        fee=fee,
+        total=total,
+        currency=currency,
+        expires_at=timezone.now() + timedelta(minutes=booking_setting("HOLD_MINUTES")),
+    )
+    logger.info("booking created", extra={"booking_id": booking.pk, "event_id": event.pk})
+    return booking
+
+
+@transaction.atomic
+def booking_confirm(*, booking_id: int) -> Booking:
+    """Mark a paid booking confirmed; idempotent for an already confirmed one."""
+    booking = _lock_booking(booking_id)
+    if booking.status == Booking.Status.CONFIRMED:
+        return booking
+    if booking.status == Booking.Status.EXPIRED:
+        event = _lock_event(booking.event_id)
+        if event.seats_left() < booking.quantity:
+            logger.error(
+                "paid booking has no seats left; it needs a refund",
+                extra={"booking_id": booking.pk},
+            )
+            raise SoldOut("The hold expired and the seats were sold; the payment needs a refund.")
+    _move(booking, Booking.Status.CONFIRMED)
+    booking.confirmed_at = timezone.now()
+    booking.expires_at = None
+    booking.save(update_fields=["status", "confirmed_at", "expires_at", "updated_at"])
+    logger.info("booking confirmed", extra={"booking_id": booking.pk})
+    return booking
+
+
+@transaction.atomic
+def booking_cancel(*, booking_id: int) -> Booking:
+    """Cancel a booking and release its seats; idempotent for an already cancelled one."""
+    booking = _lock_booking(booking_id)
+    if booking.status == Booking.Status.CANCELLED:
+        return booking
+    _move(booking, Booking.Status.CANCELLED)
+    booking.cancelled_at = timezone.now()
+    booking.save(update_fields=["status", "cancelled_at", "updated_at"])
+    logger.info("booking cancelled", extra={"booking_id": booking.pk})
+    return booking
+
+
+@transaction.atomic
+def booking_expire(*, booking_id: int) -> Booking:
+    """Release the seats of an unpaid booking whose hold ran out."""
+    booking = _lock_booking(booking_id)
+    if booking.status != Booking.Status.PENDING:
+        return booking
+    if booking.expires_at and booking.expires_at > timezone.now():
+        raise BookingError("This booking's hold has not run out yet.")
+    _move(booking, Booking.Status.EXPIRED)
+    booking.save(update_fields=["status", "updated_at"])
+    logger.info("booking expired", extra={"booking_id": booking.pk})
+    return booking

@@ -1,0 +1,26 @@
+"""Settings for the test suite: PostgreSQL always, the test-only payable app, fast hashing."""
+
+import os
+
+os.environ.setdefault("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/bookings")
+
+from config.settings import *  # noqa: F403
+from config.settings import DATABASES, INSTALLED_APPS
+
+if DATABASES["default"]["ENGINE"] != "django.db.backends.postgresql":
+    # The suite's concurrency guarantees only mean something on PostgreSQL.
+    raise RuntimeError("The tests run on PostgreSQL: set DATABASE_URL to a postgres:// URL.")
+
+DEBUG = False
+INSTALLED_APPS = [*INSTALLED_APPS, "tests.payable_app"]
+PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"
+DATABASES["default"]["CONN_MAX_AGE"] = 0
+
+# Test keys for the emulator; the harness points API_BASE at it per test session.
+PAYMENTS = {
+    **PAYMENTS,  # noqa: F405
+    "SECRET_KEY": "sk_test_suite",
+    "PUBLISHABLE_KEY": "pk_test_suite",
+    "WEBHOOK_SECRETS": ["whsec_test_primary", "whsec_test_secondary"],
+}

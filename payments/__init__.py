@@ -1,0 +1,1 @@
+"""A reusable Django app that takes Stripe payments for any payable model."""

@@ -1,0 +1,55 @@
+"""System checks that catch a misconfigured payments app at start-up, not at the first payment."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+from django.conf import settings
+from django.core.checks import Error, Warning, register
+
+from payments.conf import payments_settings
+
+
+@register("payments")
+def check_payments_settings(app_configs=None, **kwargs) -> list:
+    messages: list = []
+    unknown = payments_settings.unknown_keys()
+    if unknown:
+        messages.append(
+            Error(
+                f"Unknown PAYMENTS settings: {', '.join(unknown)}.",
+                hint="Check the spelling against payments.conf.DEFAULTS.",
+                id="payments.E001",
+            )
+        )
+    secret = payments_settings.SECRET_KEY or ""
+    if not settings.DEBUG and not secret:
+        messages.append(
+            Error(
+                "No Stripe secret key is configured.",
+                hint="Set STRIPE_SECRET_KEY (or STRIPE_SECRET_KEY_FILE).",
+                id="payments.E002",
+            )
+        )
+    if not settings.DEBUG and not payments_settings.WEBHOOK_SECRETS:
+        messages.append(
+            Error(
+                "No Stripe webhook signing secret is configured.",
+                hint="Set STRIPE_WEBHOOK_SECRET to the endpoint's whsec_... secret.",
+                id="payments.E003",
+            )
+        )
+    if settings.DEBUG and secret.startswith(("sk_live_", "rk_live_")):
+        messages.append(
+            Warning(
+                "A live Stripe key is configured while DEBUG is on.",
+                hint="Use a test key (sk_test_...) for development.",
+                id="payments.W001",
+            )
+        )
+    rate = payments_settings.FEE_RATE
+    if not Decimal(0) <= rate < Decimal(1):
+        messages.append(Error("PAYMENTS['FEE_RATE'] must be at least 0 and below 1.", id="payments.E004"))
+    if payments_settings.MIN_AMOUNT > payments_settings.MAX_AMOUNT:
+        messages.append(Error("PAYMENTS['MIN_AMOUNT'] is above MAX_AMOUNT.", id="payments.E005"))
+    return messages

@@ -1,0 +1,83 @@
+"""The PAYMENTS settings dict, read against defaults (in the manner of DRF's REST_FRAMEWORK)."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from decimal import Decimal
+from typing import Any
+
+from django.conf import settings
+from django.core.signals import setting_changed
+
+DEFAULTS: dict[str, Any] = {
+    # Stripe credentials; the project passes them in from its own environment.
+    "SECRET_KEY": "",
+    "PUBLISHABLE_KEY": "",
+    "WEBHOOK_SECRETS": [],
+    "API_BASE": "",
+    "API_VERSION": "2026-10-28.endive",
+    "GATEWAY": "payments.gateway.stripe.StripeGateway",
+    # One retry layer for provider calls: attempts after the first, and the first delay.
+    "RETRY_ATTEMPTS": 3,
+    "RETRY_DELAY": 1.0,
+    "RETRY_MAX_DELAY": 8.0,
+    "TIMEOUT": 20.0,
+    # Money.
+    "CURRENCY": "usd",
+    "FEE_RATE": Decimal("0.03"),
+    "FEE_FIXED": 0,
+    # Limits in major units; AMOUNT_LIMITS overrides per currency, in minor units.
+    "MIN_AMOUNT": Decimal("0.50"),
+    "MAX_AMOUNT": Decimal("100000.00"),
+    "AMOUNT_LIMITS": {},
+    # Refund policy for self-service refunds (staff may refund any time).
+    "REFUND_FEE": True,
+    "REFUND_CUTOFF": timedelta(hours=24),
+    # Webhooks.
+    "WEBHOOK_TOLERANCE": 300,
+    "WEBHOOK_MAX_ATTEMPTS": 5,
+    "CHECKOUT_EXPIRES_AFTER": timedelta(minutes=30),
+}
+
+
+class PaymentsSettings:
+    """Attribute access to PAYMENTS with defaults; the cache clears when settings change."""
+
+    def __init__(self) -> None:
+        self._cached: dict[str, Any] = {}
+
+    @property
+    def user_settings(self) -> dict[str, Any]:
+        return getattr(settings, "PAYMENTS", {}) or {}
+
+    def unknown_keys(self) -> list[str]:
+        return sorted(set(self.user_settings) - set(DEFAULTS))
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("_") or name not in DEFAULTS:
+            raise AttributeError(f"Invalid PAYMENTS setting: {name!r}")
+        if name not in self._cached:
+            value = self.user_settings.get(name, DEFAULTS[name])
+            if name == "FEE_RATE":
+                value = Decimal(str(value))
+            if name in {"MIN_AMOUNT", "MAX_AMOUNT"}:
+                value = Decimal(str(value))
+            if name == "WEBHOOK_SECRETS" and isinstance(value, str):
+                value = [s.strip() for s in value.split(",") if s.strip()]
+            self._cached[name] = value
+        return self._cached[name]
+
+    def reload(self) -> None:
+        self._cached.clear()
+
+
+payments_settings = PaymentsSettings()
+
+
+def _reload(*, setting: str, **kwargs: Any) -> None:
+    if setting == "PAYMENTS":
+        payments_settings.reload()
+
+
+def connect_signals() -> None:
+    setting_changed.connect(_reload, dispatch_uid="payments.conf.reload")

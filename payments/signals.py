@@ -1,0 +1,15 @@
+"""Signals that tell the host app about payment outcomes; all are sent after the transaction commits."""
+
+from django.dispatch import Signal
+
+#: A payment succeeded. Arguments: payment.
+payment_succeeded = Signal()
+#: A payment attempt failed. Arguments: payment.
+payment_failed = Signal()
+#: Money went back to the payer. Arguments: payment, refund (None when imported without a row),
+#: fully_refunded (bool).
+payment_refunded = Signal()
+#: The payer disputed the charge, or a dispute closed. Arguments: payment, dispute.
+payment_disputed = Signal()
+#: An unpaid payment was canceled or expired. Arguments: payment.
+payment_canceled = Signal()

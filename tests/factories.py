@@ -1,0 +1,75 @@
+"""factory-boy factories for users, events, bookings, payments and the test payable."""
+
+from datetime import timedelta
+
+import factory
+from django.contrib.auth import get_user_model
+from django.contrib.contenttypes.models import ContentType
+from django.utils import timezone
+
+from bookings.models import Booking, Event
+from payments.models import Payment
+from tests.payable_app.models import Donation
+
+
+class UserFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = get_user_model()
+        django_get_or_create = ("username",)
+
+    username = factory.Sequence(lambda n: f"user{n}")
+    email = factory.LazyAttribute(lambda u: f"{u.username}@example.com")
+    password = factory.django.Password("pass-word-123")
+
+
+class EventFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = Event
+
+    title = factory.Sequence(lambda n: f"Concert {n}")
+    venue = "Town Hall"
+    starts_at = factory.LazyFunction(lambda: timezone.now() + timedelta(days=7))
+    price = 2000
+    currency = "usd"
+    capacity = 50
+    host = factory.SubFactory(UserFactory)
+
+
+class BookingFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = Booking
+
+    user = factory.SubFactory(UserFactory)
+    event = factory.SubFactory(EventFactory)
+    quantity = 1
+    subtotal = factory.LazyAttribute(lambda b: b.event.price * b.quantity)
+    fee = factory.LazyAttribute(lambda b: round(b.subtotal * 3 / 100))
+    total = factory.LazyAttribute(lambda b: b.subtotal + b.fee)
+    currency = factory.LazyAttribute(lambda b: b.event.currency)
+    expires_at = factory.LazyFunction(lambda: timezone.now() + timedelta(minutes=15))
+
+
+class DonationFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = Donation
+
+    donor = factory.SubFactory(UserFactory)
+    amount = 5000
+
+
+class PaymentFactory(factory.django.DjangoModelFactory):
+    """A payment row as the services leave it; `payable` defaults to a new booking."""
+
+    class Meta:
+        model = Payment
+        exclude = ("payable",)
+
+    payable = factory.SubFactory(BookingFactory)
+    content_type = factory.LazyAttribute(lambda p: ContentType.objects.get_for_model(p.payable))
+    object_id = factory.LazyAttribute(lambda p: str(p.payable.pk))
+    owner = factory.LazyAttribute(lambda p: getattr(p.payable, "user", None) or p.payable.donor)
+    subtotal = factory.LazyAttribute(lambda p: getattr(p.payable, "subtotal", 2000))
+    fee = factory.LazyAttribute(lambda p: getattr(p.payable, "fee", 60))
+    total = factory.LazyAttribute(lambda p: p.subtotal + p.fee)
+    currency = "usd"
+    idempotency_key = factory.Sequence(lambda n: f"test-payment-{n}")

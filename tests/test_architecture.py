@@ -1,0 +1,57 @@
+"""The payments app stands alone: it imports nothing from bookings, and pays for any model."""
+
+import ast
+from pathlib import Path
+
+import pytest
+
+import payments
+from payments.services import payment_transition
+from payments.states import PaymentStatus
+from tests.factories import DonationFactory, PaymentFactory
+
+PAYMENTS_DIR = Path(payments.__file__).parent
+
+
+def _imported_modules(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    names: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            names.add(node.module)
+    return names
+
+
+def test_payments_never_imports_bookings():
+    files = list(PAYMENTS_DIR.rglob("*.py"))
+    assert len(files) > 5
+    offenders = {
+        str(f.relative_to(PAYMENTS_DIR)): name
+        for f in files
+        for name in _imported_modules(f)
+        if name == "bookings" or name.startswith("bookings.")
+    }
+    assert offenders == {}
+
+
+def test_only_the_stripe_gateway_imports_stripe():
+    importers = {
+        str(f.relative_to(PAYMENTS_DIR))
+        for f in PAYMENTS_DIR.rglob("*.py")
+        if any(n == "stripe" or n.startswith("stripe.") for n in _imported_modules(f))
+    }
+    assert importers <= {"gateway/stripe.py"}
+
+
+@pytest.mark.django_db
+def test_a_donation_is_payable_too(django_capture_on_commit_callbacks):
+    donation = DonationFactory()
+    payment = PaymentFactory(payable=donation, subtotal=5000, fee=150, status="processing")
+    assert payment.payable == donation
+    assert payment.payable_reference == f"payable_app.donation:{donation.pk}"
+    with django_capture_on_commit_callbacks(execute=True):
+        payment_transition(payment=payment, status=PaymentStatus.SUCCEEDED)
+    payment.refresh_from_db()
+    assert payment.status == PaymentStatus.SUCCEEDED

@@ -1,0 +1,37 @@
+"""System checks of the payments settings."""
+
+from payments.checks import check_payments_settings
+
+
+def _ids(settings):
+    return {m.id for m in check_payments_settings()}
+
+
+def test_missing_keys_are_errors_outside_debug(settings):
+    settings.DEBUG = False
+    settings.PAYMENTS = {"SECRET_KEY": "", "WEBHOOK_SECRETS": []}
+    assert {"payments.E002", "payments.E003"} <= _ids(settings)
+
+
+def test_missing_keys_are_fine_in_debug(settings):
+    settings.DEBUG = True
+    settings.PAYMENTS = {}
+    assert _ids(settings) == set()
+
+
+def test_live_key_in_debug_warns(settings):
+    settings.DEBUG = True
+    settings.PAYMENTS = {"SECRET_KEY": "sk_live_" + "x" * 10}
+    assert "payments.W001" in _ids(settings)
+
+
+def test_unknown_setting_is_an_error(settings):
+    settings.DEBUG = True
+    settings.PAYMENTS = {"FEE_RATES": "0.03"}
+    assert "payments.E001" in _ids(settings)
+
+
+def test_configured_project_passes(settings):
+    settings.DEBUG = False
+    settings.PAYMENTS = {"SECRET_KEY": "sk_test_abc", "WEBHOOK_SECRETS": ["whsec_a", "whsec_b"]}
+    assert _ids(settings) == set()

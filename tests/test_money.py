@@ -1,0 +1,121 @@
+"""Money: exponents, exact parsing, fee rounding and limits."""
+
+from decimal import Decimal
+
+import pytest
+from django.core.exceptions import ValidationError
+
+from payments import money
+
+
+@pytest.mark.parametrize(
+    ("amount", "currency", "minor"),
+    [
+        ("99.99", "usd", 9999),
+        ("0.5", "usd", 50),
+        ("100000", "usd", 10_000_000),
+        ("1500", "jpy", 1500),
+        ("1500", "JPY", 1500),
+        ("12.345", "kwd", 12345),
+        ("1.5", "bhd", 1500),
+        ("5", "isk", 500),
+        ("1000", "ugx", 100_000),
+        (Decimal("19.90"), "eur", 1990),
+        ("0.1", "usd", 10),
+        ("0.30", "usd", 30),
+    ],
+)
+def test_to_minor_is_exact(amount, currency, minor):
+    assert money.to_minor(amount, currency) == minor
+
+
+@pytest.mark.parametrize(
+    ("amount", "currency"),
+    [
+        ("1.001", "usd"),
+        ("99.990", "usd"),
+        ("1.5", "jpy"),
+        ("1.0001", "kwd"),
+        ("5.50", "isk"),
+        ("-1.00", "usd"),
+        ("1e3", "usd"),
+        ("abc", "usd"),
+        ("", "usd"),
+        ("1.00", "us"),
+        ("1.00", "12a"),
+    ],
+)
+def test_to_minor_rejects(amount, currency):
+    with pytest.raises(ValidationError):
+        money.to_minor(amount, currency)
+
+
+def test_to_minor_refuses_float():
+    with pytest.raises(ValidationError):
+        money.to_minor(0.1, "usd")
+
+
+@pytest.mark.parametrize(
+    ("minor", "currency", "text"),
+    [
+        (2060, "usd", "20.60 USD"),
+        (1500, "jpy", "1,500 JPY"),
+        (12345, "kwd", "12.345 KWD"),
+        (500, "isk", "5 ISK"),
+    ],
+)
+def test_format_amount(minor, currency, text):
+    assert money.format_amount(minor, currency) == text
+
+
+@pytest.mark.parametrize(
+    ("subtotal", "currency", "fee"),
+    [
+        (2000, "usd", 60),
+        (50, "usd", 2),  # 1.5 rounds half up to 2
+        (150, "usd", 5),  # 4.5 -> 5
+        (149, "usd", 4),  # 4.47 -> 4
+        (1000, "jpy", 30),
+        (1050, "jpy", 32),  # 31.5 -> 32
+        (12345, "kwd", 370),  # 370.35 -> 370
+        (5000, "isk", 200),  # 1.5 ISK rounds to 2 whole ISK = 200
+    ],
+)
+def test_fee_rounds_half_up(subtotal, currency, fee):
+    assert money.compute_fee(subtotal, currency) == fee
+
+
+def test_fee_fixed_part(settings):
+    settings.PAYMENTS = {**settings.PAYMENTS, "FEE_RATE": "0.029", "FEE_FIXED": 30}
+    assert money.compute_fee(10000, "usd") == 290 + 30
+
+
+@pytest.mark.parametrize(
+    ("currency", "low", "high"),
+    [
+        ("usd", 50, 10_000_000),
+        ("jpy", 1, 100_000),
+        ("kwd", 500, 100_000_000),
+        ("isk", 100, 10_000_000),
+    ],
+)
+def test_amount_limits(currency, low, high):
+    assert money.amount_limits(currency) == (low, high)
+
+
+def test_validate_amount_rejects_out_of_range():
+    money.validate_amount(50, "usd")
+    for bad in (49, 10_000_001, 0):
+        with pytest.raises(ValidationError) as info:
+            money.validate_amount(bad, "usd")
+        assert info.value.code == "amount_out_of_range"
+
+
+def test_validate_amount_rejects_fractional_isk():
+    with pytest.raises(ValidationError):
+        money.validate_amount(550, "isk")
+
+
+def test_limits_override_per_currency(settings):
+    settings.PAYMENTS = {**settings.PAYMENTS, "AMOUNT_LIMITS": {"jpy": (50, 1_000_000)}}
+    assert money.amount_limits("jpy") == (50, 1_000_000)

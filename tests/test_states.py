@@ -1,0 +1,46 @@
+"""Payment status transitions: every allowed move works, every other raises and changes nothing."""
+
+import itertools
+
+import pytest
+
+from payments.exceptions import IllegalTransition
+from payments.models import Payment
+from payments.services import payment_transition
+from payments.states import PAYMENT_TRANSITIONS, PaymentStatus
+from tests.factories import PaymentFactory
+
+ALL_PAIRS = list(itertools.product(PaymentStatus.values, PaymentStatus.values))
+ALLOWED = [(a, b) for a, b in ALL_PAIRS if b in PAYMENT_TRANSITIONS[a]]
+REFUSED = [(a, b) for a, b in ALL_PAIRS if b not in PAYMENT_TRANSITIONS[a]]
+
+
+def test_table_covers_every_status():
+    assert set(PAYMENT_TRANSITIONS) == set(PaymentStatus.values)
+    assert len(ALLOWED) > 10 and len(REFUSED) > 10
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(("current", "target"), ALLOWED)
+def test_allowed_transition(current, target):
+    payment = PaymentFactory(status=current)
+    payment_transition(payment=payment, status=target)
+    assert Payment.objects.get(pk=payment.pk).status == target
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(("current", "target"), REFUSED)
+def test_refused_transition_changes_nothing(current, target):
+    payment = PaymentFactory(status=current)
+    before = Payment.objects.filter(pk=payment.pk).values().get()
+    with pytest.raises(IllegalTransition):
+        payment_transition(payment=payment, status=target)
+    assert Payment.objects.filter(pk=payment.pk).values().get() == before
+
+
+@pytest.mark.django_db
+def test_succeeded_never_goes_back():
+    payment = PaymentFactory(status=PaymentStatus.SUCCEEDED)
+    for target in (PaymentStatus.CREATED, PaymentStatus.PROCESSING, PaymentStatus.FAILED):
+        with pytest.raises(IllegalTransition):
+            payment_transition(payment=payment, status=target)
