@@ -13,6 +13,8 @@ from bookings.conf import booking_setting
 from bookings.exceptions import BookingError, SoldOut
 from bookings.models import Booking, Event
 from payments import money
+from payments import services as payment_services
+from payments.services import PaymentResult
 
 logger = logging.getLogger(__name__)
 
@@ -136,3 +138,49 @@ def booking_expire(*, booking_id: int) -> Booking:
     booking.save(update_fields=["status", "updated_at"])
     logger.info("booking expired", extra={"booking_id": booking.pk})
     return booking
+
+
+def _payable_booking(booking_id: int) -> Booking:
+    booking = Booking.objects.select_related("event").get(pk=booking_id)
+    if booking.status != Booking.Status.PENDING:
+        raise BookingError(
+            f"A {booking.get_status_display().lower()} booking cannot be paid.", code="not_payable"
+        )
+    if booking.expires_at and booking.expires_at <= timezone.now():
+        raise BookingError("This booking's hold has run out; book again.", code="hold_expired")
+    return booking
+
+
+def booking_pay(
+    *, booking_id: int, payment_method_id: str = "", confirm: bool = False, save_payment_method: bool = False
+) -> PaymentResult:
+    """Start (or resume) paying for a pending booking; the amount is the booking's own."""
+    booking = _payable_booking(booking_id)
+    return payment_services.payment_start(
+        payable=booking,
+        owner=booking.user,
+        subtotal=booking.subtotal,
+        fee=booking.fee,
+        total=booking.total,
+        currency=booking.currency,
+        description=booking.payment_description,
+        payment_method_id=payment_method_id,
+        confirm=confirm,
+        save_payment_method=save_payment_method,
+    )
+
+
+def booking_checkout(*, booking_id: int, success_url: str, cancel_url: str):
+    """Start paying for a pending booking on Stripe's hosted page."""
+    booking = _payable_booking(booking_id)
+    return payment_services.payment_checkout_start(
+        payable=booking,
+        owner=booking.user,
+        subtotal=booking.subtotal,
+        fee=booking.fee,
+        total=booking.total,
+        currency=booking.currency,
+        description=booking.payment_description,
+        success_url=success_url,
+        cancel_url=cancel_url,
+    )

@@ -124,6 +124,8 @@ LOGGING = {
     },
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": env("LOG_LEVEL", default="INFO")},
+    # The SDK logs every request at INFO; our gateway logs each call with its outcome.
+    "loggers": {"stripe": {"level": "WARNING"}},
 }
 
 SESSION_COOKIE_SECURE = env("SESSION_COOKIE_SECURE", default=False, cast=bool)

@@ -81,3 +81,13 @@ def _reload(*, setting: str, **kwargs: Any) -> None:
 
 def connect_signals() -> None:
     setting_changed.connect(_reload, dispatch_uid="payments.conf.reload")
+
+
+def _clear_gateway(*, setting: str, **kwargs: Any) -> None:
+    if setting == "PAYMENTS":
+        from payments.gateway import get_gateway
+
+        get_gateway.cache_clear()
+
+
+setting_changed.connect(_clear_gateway, dispatch_uid="payments.conf.clear_gateway")

@@ -18,6 +18,8 @@ class Customer(models.Model):
         settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="payments_customer"
     )
     stripe_customer_id = models.CharField(max_length=255, blank=True, db_index=True)
+    # Numbers each SetupIntent so its idempotency key follows from the operation.
+    setup_intents_created = models.PositiveIntegerField(default=0)
     created_at = models.DateTimeField(auto_now_add=True)
 
     def __str__(self) -> str:
@@ -63,6 +65,9 @@ class Payment(models.Model):
     last_error_message = models.CharField(max_length=500, blank=True)
 
     save_payment_method = models.BooleanField(default=False)
+    # Counts confirmations so that each one gets its own idempotency key: a card that
+    # failed 3-D Secure may be confirmed again, and must not get the old answer replayed.
+    confirmations = models.PositiveIntegerField(default=0)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True, db_index=True)
     succeeded_at = models.DateTimeField(null=True, blank=True)

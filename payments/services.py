@@ -1,15 +1,44 @@
-"""Payment services: the only code that writes payment state. Atomic and row-locked."""
+"""Payment services: the only code that writes payment state. Atomic and row-locked.
+
+Every call that moves money follows the same three steps: (1) under a lock, record
+what is about to happen with an idempotency key derived from the operation, and
+commit; (2) call the provider with that key, holding no lock; (3) under a lock,
+apply what the provider answered, only ever moving state forward. A crash, a retry
+or a double click between any two steps repeats the same provider call with the
+same key, which the provider answers with the same object.
+"""
 
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 
-from django.db import transaction
+from django.contrib.contenttypes.models import ContentType
+from django.db import IntegrityError, models, transaction
+from django.db.models import Max
 from django.utils import timezone
 
-from payments import signals
-from payments.models import Payment
-from payments.states import PaymentStatus, check_transition
+from payments import money, signals
+from payments.conf import payments_settings
+from payments.exceptions import (
+    CardError,
+    IllegalTransition,
+    PaymentError,
+    ProviderError,
+    RefundNotAllowed,
+)
+from payments.gateway import get_gateway
+from payments.gateway.base import CheckoutInfo, IntentInfo, PaymentMethodInfo, RefundInfo, SetupIntentInfo
+from payments.models import Customer, Payment, Refund
+from payments.states import (
+    OPEN_STATUSES,
+    PAID_STATUSES,
+    REFUNDABLE_STATUSES,
+    PaymentStatus,
+    RefundStatus,
+    can_transition,
+    check_transition,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -18,6 +47,24 @@ _STATUS_SIGNALS = {
     PaymentStatus.FAILED: signals.payment_failed,
     PaymentStatus.CANCELED: signals.payment_canceled,
 }
+_HOLDING_REFUND = (RefundStatus.PENDING, RefundStatus.REQUIRES_ACTION, RefundStatus.SUCCEEDED)
+
+
+@dataclass(frozen=True)
+class PaymentResult:
+    """A payment and the provider's view of its intent (None when nothing was asked of it)."""
+
+    payment: Payment
+    intent: IntentInfo | None = None
+
+
+def _log_extra(payment: Payment, **fields) -> dict:
+    return {
+        "payment_id": payment.pk,
+        "payable": payment.payable_reference,
+        "payment_intent": payment.stripe_payment_intent_id,
+        **fields,
+    }
 
 
 def _send_on_commit(signal, **kwargs) -> None:
@@ -35,18 +82,10 @@ def _set_status(payment: Payment, target: str) -> None:
     payment.status = target
     if target == PaymentStatus.SUCCEEDED and payment.succeeded_at is None:
         payment.succeeded_at = timezone.now()
-    payment.save(update_fields=["status", "succeeded_at", "updated_at"])
-    logger.info(
-        "payment status changed",
-        extra={
-            "payment_id": payment.pk,
-            "from": previous,
-            "to": target,
-            "payable": payment.payable_reference,
-        },
-    )
+    payment.save()
+    logger.info("payment status changed", extra=_log_extra(payment, previous=previous, status=target))
     signal = _STATUS_SIGNALS.get(target)
-    # A disputed payment that is won goes back to succeeded: that is not a new success.
+    # A won dispute returns a payment to succeeded: that is not a new success.
     if signal and not (target == PaymentStatus.SUCCEEDED and previous == PaymentStatus.DISPUTED):
         _send_on_commit(signal, payment=payment)
 
@@ -57,3 +96,536 @@ def payment_transition(*, payment: Payment, status: str) -> Payment:
     locked = _lock_payment(payment.pk)
     _set_status(locked, status)
     return locked
+
+
+# Customers ----------------------------------------------------------------------------
+
+
+def customer_get_or_create(*, user) -> Customer:
+    """The user's Stripe customer, created at Stripe once (the key is derived from the user)."""
+    try:
+        customer, _ = Customer.objects.get_or_create(user=user)
+    except IntegrityError:
+        customer = Customer.objects.get(user=user)
+    if customer.stripe_customer_id:
+        return customer
+    stripe_id = get_gateway().create_customer(
+        email=getattr(user, "email", "") or "",
+        name=(user.get_full_name() if hasattr(user, "get_full_name") else "") or "",
+        metadata={"user_id": str(user.pk)},
+        idempotency_key=f"customer:user:{user.pk}",
+    )
+    Customer.objects.filter(pk=customer.pk, stripe_customer_id="").update(stripe_customer_id=stripe_id)
+    customer.refresh_from_db()
+    return customer
+
+
+def payment_methods_list(*, user) -> list[PaymentMethodInfo]:
+    """The user's saved cards (none before their first payment)."""
+    customer = Customer.objects.filter(user=user).exclude(stripe_customer_id="").first()
+    if customer is None:
+        return []
+    return get_gateway().list_payment_methods(customer.stripe_customer_id)
+
+
+def payment_method_detach(*, user, payment_method_id: str) -> None:
+    """Remove one of the user's saved cards; a card that is not theirs is 'not found'."""
+    if payment_method_id not in {m.id for m in payment_methods_list(user=user)}:
+        raise PaymentError("No such saved card.", code="not_found")
+    get_gateway().detach_payment_method(payment_method_id, idempotency_key=f"detach:{payment_method_id}")
+    logger.info("payment method detached", extra={"user_id": user.pk, "payment_method": payment_method_id})
+
+
+def setup_intent_create(*, user) -> SetupIntentInfo:
+    """Start saving a card for the user (Stripe.js confirms it with the card element)."""
+    customer = customer_get_or_create(user=user)
+    with transaction.atomic():
+        locked = Customer.objects.select_for_update().get(pk=customer.pk)
+        locked.setup_intents_created += 1
+        locked.save(update_fields=["setup_intents_created"])
+    return get_gateway().create_setup_intent(
+        customer_id=locked.stripe_customer_id,
+        idempotency_key=f"setup:{locked.stripe_customer_id}:{locked.setup_intents_created}",
+    )
+
+
+# Starting a payment ------------------------------------------------------------------
+
+
+def _lock_payable(payable: models.Model) -> None:
+    """Serialise payment starts for one payable on the payable's own row."""
+    type(payable)._default_manager.select_for_update().filter(pk=payable.pk).values_list("pk").get()
+
+
+@transaction.atomic
+def _open_attempt(
+    *, payable, owner, subtotal, fee, total, currency, description, save_payment_method
+) -> Payment:
+    """The payable's open attempt, or a new one; refuses a payable that is already paid."""
+    _lock_payable(payable)
+    payments = Payment.objects.for_payable(payable).select_for_update(of=("self",))
+    if payments.filter(status__in=PAID_STATUSES).exists():
+        raise IllegalTransition("This has already been paid.", code="already_paid")
+    existing = payments.filter(status__in=OPEN_STATUSES).first()
+    if existing is not None:
+        if (existing.total, existing.currency) != (total, currency):
+            raise IllegalTransition("Another payment of a different amount is open; cancel it first.")
+        return existing
+    attempt = (payments.aggregate(n=Max("attempt"))["n"] or 0) + 1
+    content_type = ContentType.objects.get_for_model(payable)
+    payment = Payment.objects.create(
+        content_type=content_type,
+        object_id=str(payable.pk),
+        owner=owner,
+        description=description[:255],
+        subtotal=subtotal,
+        fee=fee,
+        total=total,
+        currency=currency,
+        attempt=attempt,
+        save_payment_method=save_payment_method,
+        idempotency_key=f"payment:{content_type.app_label}.{content_type.model}:{payable.pk}:{attempt}",
+    )
+    logger.info("payment attempt created", extra=_log_extra(payment, attempt=attempt, total=total))
+    return payment
+
+
+def payment_start(
+    *,
+    payable: models.Model,
+    owner,
+    subtotal: int,
+    fee: int,
+    total: int,
+    currency: str,
+    description: str = "",
+    payment_method_id: str = "",
+    confirm: bool = False,
+    save_payment_method: bool = False,
+) -> PaymentResult:
+    """Start (or resume) paying for `payable`: a double click gets the same intent back."""
+    currency = money.normalize_currency(currency)
+    money.validate_amount(total, currency)
+    if subtotal + fee != total:
+        raise PaymentError("The total must be the subtotal plus the fee.", code="invalid_amount")
+    payment = _open_attempt(
+        payable=payable,
+        owner=owner,
+        subtotal=subtotal,
+        fee=fee,
+        total=total,
+        currency=currency,
+        description=description,
+        save_payment_method=save_payment_method,
+    )
+    gateway = get_gateway()
+    if payment.stripe_payment_intent_id:
+        intent = gateway.retrieve_intent(payment.stripe_payment_intent_id)
+    else:
+        customer = customer_get_or_create(user=owner)
+        intent = gateway.create_intent(
+            amount=payment.total,
+            currency=payment.currency,
+            idempotency_key=f"{payment.idempotency_key}:create",
+            metadata={"payment_id": str(payment.pk), "payable": payment.payable_reference},
+            description=payment.description,
+            customer_id=customer.stripe_customer_id,
+            payment_method_id=payment_method_id,
+            save_payment_method=payment.save_payment_method,
+        )
+    payment = payment_sync_intent(intent=intent, payment_id=payment.pk) or payment
+    if confirm and payment.status in (PaymentStatus.CREATED, PaymentStatus.FAILED):
+        # The intent may carry this card already (set at creation): don't set it twice.
+        new_method = "" if payment_method_id == intent.payment_method_id else payment_method_id
+        return payment_confirm(payment=payment, payment_method_id=new_method)
+    return PaymentResult(payment=payment, intent=intent)
+
+
+# Confirming, retrying, cancelling ----------------------------------------------------
+
+
+@transaction.atomic
+def _next_confirmation(payment_id: int) -> Payment:
+    payment = _lock_payment(payment_id)
+    if payment.status in PAID_STATUSES or payment.status == PaymentStatus.PROCESSING:
+        raise IllegalTransition("This payment is already paid or being processed.", code="already_paid")
+    if payment.status == PaymentStatus.CANCELED:
+        raise IllegalTransition("This payment was canceled.")
+    if not payment.stripe_payment_intent_id:
+        raise IllegalTransition("This payment has not been started.")
+    payment.confirmations += 1
+    payment.save(update_fields=["confirmations", "updated_at"])
+    return payment
+
+
+def payment_confirm(*, payment: Payment, payment_method_id: str = "") -> PaymentResult:
+    """Charge the payment's intent, with a new card if given; reports 3-D Secure as requires_action.
+
+    A declined card records the decline on the payment and raises CardError.
+    """
+    if payment.status == PaymentStatus.REQUIRES_ACTION and not payment_method_id:
+        intent = get_gateway().retrieve_intent(payment.stripe_payment_intent_id)
+        return PaymentResult(payment=payment_sync_intent(intent=intent) or payment, intent=intent)
+    payment = _next_confirmation(payment.pk)
+    gateway = get_gateway()
+    key = f"{payment.idempotency_key}:confirm:{payment.confirmations}"
+    intent_id = payment.stripe_payment_intent_id
+    try:
+        if payment_method_id:
+            gateway.set_intent_payment_method(
+                intent_id, payment_method_id=payment_method_id, idempotency_key=f"{key}:set-method"
+            )
+        intent = gateway.confirm_intent(intent_id, idempotency_key=key)
+    except CardError as error:
+        _record_decline(payment.pk, error)
+        raise
+    except ProviderError as error:
+        if error.retryable:
+            raise
+        # A second click racing the first finds the intent already moving: report that.
+        intent = gateway.retrieve_intent(intent_id)
+        if intent.status not in (
+            PaymentStatus.PROCESSING,
+            PaymentStatus.SUCCEEDED,
+            PaymentStatus.REQUIRES_ACTION,
+        ):
+            raise
+    return PaymentResult(payment=payment_sync_intent(intent=intent) or payment, intent=intent)
+
+
+@transaction.atomic
+def _record_decline(payment_id: int, error: CardError) -> None:
+    payment = _lock_payment(payment_id)
+    payment.last_error_code = error.code or ""
+    payment.last_error_decline_code = error.decline_code or ""
+    payment.last_error_message = error.message[:500]
+    if can_transition(payment.status, PaymentStatus.FAILED):
+        _set_status(payment, PaymentStatus.FAILED)
+    else:
+        payment.save()
+    logger.info(
+        "card declined", extra=_log_extra(payment, error_code=error.code, decline_code=error.decline_code)
+    )
+
+
+def payment_retry(*, payment: Payment, payment_method_id: str) -> PaymentResult:
+    """After a failure: cancel the failed intent and charge a new attempt with another card."""
+    if not payment_method_id:
+        raise PaymentError("A payment method is needed to retry.", code="invalid_request")
+    payment = Payment.objects.get(pk=payment.pk)
+    if payment.status != PaymentStatus.FAILED:
+        raise IllegalTransition("Only a failed payment can be retried.")
+    payment_cancel(payment=payment)
+    return payment_start(
+        payable=payment.payable,
+        owner=payment.owner,
+        subtotal=payment.subtotal,
+        fee=payment.fee,
+        total=payment.total,
+        currency=payment.currency,
+        description=payment.description,
+        payment_method_id=payment_method_id,
+        confirm=True,
+        save_payment_method=payment.save_payment_method,
+    )
+
+
+def payment_cancel(*, payment: Payment) -> Payment:
+    """Cancel an unpaid attempt, at the provider too; a paid one raises IllegalTransition."""
+    payment = Payment.objects.get(pk=payment.pk)
+    if payment.status == PaymentStatus.CANCELED:
+        return payment
+    check_transition(payment.status, PaymentStatus.CANCELED)
+    if payment.stripe_payment_intent_id:
+        gateway = get_gateway()
+        try:
+            intent = gateway.cancel_intent(
+                payment.stripe_payment_intent_id, idempotency_key=f"{payment.idempotency_key}:cancel"
+            )
+        except ProviderError as error:
+            if error.retryable:
+                raise
+            intent = gateway.retrieve_intent(payment.stripe_payment_intent_id)
+        synced = payment_sync_intent(intent=intent)
+        if synced is not None and synced.status != PaymentStatus.CANCELED:
+            raise IllegalTransition("The payment could not be canceled: it is already being paid.")
+        return synced or payment
+    return payment_transition(payment=payment, status=PaymentStatus.CANCELED)
+
+
+# Hosted checkout ------------------------------------------------------------------------
+
+
+def payment_checkout_start(
+    *,
+    payable: models.Model,
+    owner,
+    subtotal: int,
+    fee: int,
+    total: int,
+    currency: str,
+    description: str,
+    success_url: str,
+    cancel_url: str,
+) -> tuple[Payment, CheckoutInfo]:
+    """Start paying on Stripe's hosted page; an open session is reused, a card attempt replaced."""
+    currency = money.normalize_currency(currency)
+    money.validate_amount(total, currency)
+    attempt_args = dict(
+        payable=payable,
+        owner=owner,
+        subtotal=subtotal,
+        fee=fee,
+        total=total,
+        currency=currency,
+        description=description,
+        save_payment_method=False,
+    )
+    payment = _open_attempt(**attempt_args)
+    gateway = get_gateway()
+    if payment.stripe_checkout_session_id:
+        session = gateway.retrieve_checkout_session(payment.stripe_checkout_session_id)
+        if session.status == "open":
+            return payment, session
+    if payment.stripe_payment_intent_id and not payment.stripe_checkout_session_id:
+        payment_cancel(payment=payment)
+        payment = _open_attempt(**attempt_args)
+    customer = customer_get_or_create(user=owner)
+    session = gateway.create_checkout_session(
+        amount=payment.total,
+        currency=payment.currency,
+        product_name=payment.description or "Payment",
+        success_url=success_url,
+        cancel_url=cancel_url,
+        client_reference_id=str(payment.pk),
+        metadata={"payment_id": str(payment.pk), "payable": payment.payable_reference},
+        expires_at=timezone.now() + payments_settings.CHECKOUT_EXPIRES_AFTER,
+        idempotency_key=f"{payment.idempotency_key}:checkout",
+        customer_id=customer.stripe_customer_id,
+    )
+    with transaction.atomic():
+        locked = _lock_payment(payment.pk)
+        locked.stripe_checkout_session_id = session.id
+        locked.stripe_customer_id = customer.stripe_customer_id
+        locked.save()
+    logger.info("checkout session created", extra=_log_extra(locked, checkout_session=session.id))
+    return locked, session
+
+
+def _find_payment(*, intent_id: str = "", session_id: str = "", payment_id: str | int | None = None):
+    if intent_id:
+        found = (
+            Payment.objects.filter(stripe_payment_intent_id=intent_id).values_list("pk", flat=True).first()
+        )
+        if found:
+            return found
+    if session_id:
+        found = (
+            Payment.objects.filter(stripe_checkout_session_id=session_id).values_list("pk", flat=True).first()
+        )
+        if found:
+            return found
+    if payment_id and str(payment_id).isdigit():
+        return Payment.objects.filter(pk=int(payment_id)).values_list("pk", flat=True).first()
+    return None
+
+
+@transaction.atomic
+def payment_sync_checkout(*, session: CheckoutInfo) -> Payment | None:
+    """Apply a checkout session's state: link its intent; paid -> succeeded; expired -> canceled."""
+    payment_id = _find_payment(session_id=session.id, payment_id=session.client_reference_id)
+    if payment_id is None:
+        logger.warning("checkout session for no known payment", extra={"checkout_session": session.id})
+        return None
+    payment = _lock_payment(payment_id)
+    if not payment.stripe_checkout_session_id:
+        payment.stripe_checkout_session_id = session.id
+    if session.intent_id and not payment.stripe_payment_intent_id:
+        payment.stripe_payment_intent_id = session.intent_id
+    if session.customer_id and not payment.stripe_customer_id:
+        payment.stripe_customer_id = session.customer_id
+    payment.save()
+    target = {"paid": PaymentStatus.SUCCEEDED}.get(session.payment_status)
+    if session.status == "expired":
+        target = PaymentStatus.CANCELED
+    if target and payment.status != target and can_transition(payment.status, target):
+        _set_status(payment, target)
+    return payment
+
+
+# Syncing from the provider -------------------------------------------------------------
+
+
+@transaction.atomic
+def payment_sync_intent(*, intent: IntentInfo, payment_id: int | None = None) -> Payment | None:
+    """Apply the provider's view of an intent, only ever moving the payment forward.
+
+    Used after every provider call, by webhooks and by reconciliation. Returns None
+    when the intent belongs to no payment of ours.
+    """
+    found = payment_id or _find_payment(intent_id=intent.id, payment_id=intent.metadata.get("payment_id"))
+    if found is None:
+        logger.warning("intent for no known payment", extra={"payment_intent": intent.id})
+        return None
+    payment = _lock_payment(found)
+    if payment.stripe_payment_intent_id and payment.stripe_payment_intent_id != intent.id:
+        logger.warning("intent does not match the payment's", extra=_log_extra(payment, other=intent.id))
+        return payment
+    payment.stripe_payment_intent_id = intent.id
+    payment.stripe_status = intent.provider_status or payment.stripe_status
+    payment.stripe_charge_id = intent.charge_id or payment.stripe_charge_id
+    payment.stripe_customer_id = intent.customer_id or payment.stripe_customer_id
+    payment.card_brand = intent.card_brand or payment.card_brand
+    payment.card_last4 = intent.card_last4 or payment.card_last4
+    if intent.error_code or intent.error_message:
+        payment.last_error_code = intent.error_code
+        payment.last_error_decline_code = intent.decline_code
+        payment.last_error_message = intent.error_message[:500]
+    target = intent.status
+    if target == PaymentStatus.SUCCEEDED and (intent.amount, intent.currency) != (
+        payment.total,
+        payment.currency,
+    ):
+        # Never mark paid what was paid for another amount: reconciliation reports it.
+        logger.error(
+            "intent amount differs from the payment's",
+            extra=_log_extra(payment, intent_amount=intent.amount, total=payment.total),
+        )
+        payment.save()
+        return payment
+    if target != payment.status and can_transition(payment.status, target):
+        _set_status(payment, target)
+    else:
+        if target != payment.status:
+            logger.info(
+                "older provider state ignored",
+                extra=_log_extra(payment, status=payment.status, provider=target),
+            )
+        payment.save()
+    return payment
+
+
+# Refunds -------------------------------------------------------------------------------
+
+
+@transaction.atomic
+def _reserve_refund(*, payment_id: int, amount: int | None, reason: str, requested_by) -> Refund:
+    """Record a pending refund, checking the refundable balance under the payment's lock."""
+    payment = _lock_payment(payment_id)
+    if payment.status not in REFUNDABLE_STATUSES:
+        raise RefundNotAllowed("Only a paid payment can be refunded.")
+    refundable = payment.refundable_amount()
+    amount = refundable if amount is None else amount
+    if amount <= 0 or amount > refundable:
+        raise RefundNotAllowed(
+            f"At most {money.format_amount(refundable, payment.currency)} can be refunded."
+            if refundable
+            else "Nothing is left to refund."
+        )
+    number = payment.refunds.count() + 1
+    refund = Refund.objects.create(
+        payment=payment,
+        amount=amount,
+        currency=payment.currency,
+        reason=reason[:255],
+        requested_by=requested_by,
+        idempotency_key=f"refund:payment:{payment.pk}:{number}",
+    )
+    logger.info("refund reserved", extra=_log_extra(payment, refund_id=refund.pk, amount=amount))
+    return refund
+
+
+def refund_create(
+    *, payment: Payment, amount: int | None = None, reason: str = "", requested_by=None
+) -> Refund:
+    """Refund `amount` (all that is left when None) of a paid payment; never more than was paid."""
+    refund = _reserve_refund(payment_id=payment.pk, amount=amount, reason=reason, requested_by=requested_by)
+    return refund_submit(refund=refund)
+
+
+def refund_submit(*, refund: Refund) -> Refund:
+    """Send a pending refund to the provider with its own key (safe to call again after a failure).
+
+    A retryable failure leaves the refund pending and raises; anything else marks it failed.
+    """
+    refund = Refund.objects.select_related("payment").get(pk=refund.pk)
+    if refund.stripe_refund_id or refund.status != RefundStatus.PENDING:
+        return refund
+    try:
+        info = get_gateway().create_refund(
+            intent_id=refund.payment.stripe_payment_intent_id,
+            amount=refund.amount,
+            reason=refund.reason,
+            metadata={"refund_id": str(refund.pk), "payment_id": str(refund.payment_id)},
+            idempotency_key=refund.idempotency_key,
+        )
+    except ProviderError as error:
+        if not error.retryable:
+            _fail_refund(refund.pk, error.message)
+        raise
+    return refund_sync(info=info, refund_id=refund.pk)
+
+
+@transaction.atomic
+def _fail_refund(refund_id: int, reason: str) -> None:
+    refund = Refund.objects.select_for_update().get(pk=refund_id)
+    refund.status = RefundStatus.FAILED
+    refund.failure_reason = reason[:255]
+    refund.save()
+    logger.warning("refund failed", extra={"refund_id": refund.pk, "payment_id": refund.payment_id})
+
+
+@transaction.atomic
+def refund_sync(*, info: RefundInfo, refund_id: int | None = None) -> Refund | None:
+    """Apply the provider's view of a refund; refunds made in the dashboard are imported."""
+    payment_id = _find_payment(intent_id=info.intent_id, payment_id=info.metadata.get("payment_id"))
+    if payment_id is None:
+        logger.warning("refund for no known payment", extra={"stripe_refund": info.id})
+        return None
+    payment = _lock_payment(payment_id)
+    refund = (
+        Refund.objects.filter(pk=refund_id).first()
+        or Refund.objects.filter(stripe_refund_id=info.id).first()
+        or Refund.objects.filter(pk=int(info.metadata.get("refund_id") or 0), payment=payment).first()
+    )
+    newly_recorded = refund is None or not refund.stripe_refund_id
+    if refund is None:
+        refund = Refund.objects.create(
+            payment=payment,
+            amount=info.amount,
+            currency=info.currency or payment.currency,
+            reason=info.reason,
+            status=info.status,
+            stripe_refund_id=info.id,
+            idempotency_key=f"refund:stripe:{info.id}",
+        )
+        logger.info("refund imported", extra=_log_extra(payment, stripe_refund=info.id, amount=info.amount))
+    else:
+        refund = Refund.objects.select_for_update().get(pk=refund.pk)
+        refund.stripe_refund_id = refund.stripe_refund_id or info.id
+        if refund.status not in (RefundStatus.SUCCEEDED, RefundStatus.FAILED, RefundStatus.CANCELED) or (
+            refund.status == RefundStatus.SUCCEEDED and info.status == RefundStatus.FAILED
+        ):
+            refund.status = info.status
+        refund.failure_reason = info.failure_reason or refund.failure_reason
+        refund.save()
+    _settle_refunds(payment, refund, notify=newly_recorded)
+    return refund
+
+
+def _settle_refunds(payment: Payment, refund: Refund, *, notify: bool) -> None:
+    """Move a locked payment to (partially_)refunded from its refunds; tell the host of a new one."""
+    held = payment.refunds.filter(status__in=_HOLDING_REFUND, stripe_refund_id__gt="")
+    refunded = held.aggregate(total=models.Sum("amount"))["total"] or 0
+    if refunded <= 0:
+        return
+    target = PaymentStatus.REFUNDED if refunded >= payment.total else PaymentStatus.PARTIALLY_REFUNDED
+    if payment.status != target and can_transition(payment.status, target):
+        _set_status(payment, target)
+    if notify and refund.status in _HOLDING_REFUND:
+        _send_on_commit(
+            signals.payment_refunded,
+            payment=payment,
+            refund=refund,
+            fully_refunded=payment.status == PaymentStatus.REFUNDED,
+        )

@@ -1,0 +1,128 @@
+"""Stripe misbehaving: 5xx, 409, 429, timeouts and resets never make a second charge."""
+
+import threading
+
+import pytest
+from django.db import connection
+
+from bookings.services import booking_pay
+from payments.exceptions import ProviderError, ProviderUnavailable
+from payments.models import Payment
+from payments.states import PaymentStatus
+from tests.factories import BookingFactory
+
+pytestmark = [pytest.mark.django_db, pytest.mark.emulator]
+
+
+def _intents(stripe):
+    return stripe.api("GET", "/v1/payment_intents")["data"]
+
+
+def _create_calls(stripe):
+    return stripe.calls("POST", "/v1/payment_intents")
+
+
+@pytest.mark.parametrize(
+    ("status", "headers"),
+    [(500, {}), (503, {}), (409, {}), (429, {"Stripe-Should-Retry": "true"})],
+)
+def test_retryable_answer_then_success_creates_one_intent(stripe_env, status, headers):
+    stripe_env.fail("POST", "/v1/payment_intents", status=status, headers=headers)
+    result = booking_pay(booking_id=BookingFactory().pk)
+    assert result.intent.id
+    assert len(_intents(stripe_env)) == 1
+    creates = [c for c in _create_calls(stripe_env) if c.path == "/v1/payment_intents"]
+    assert len(creates) == 2
+    assert len({c.idempotency_key for c in creates}) == 1
+
+
+def test_timeout_after_stripe_acted_then_success(stripe_env):
+    stripe_env.slow_after_forward("POST", "/v1/payment_intents", delay=2.5)
+    result = booking_pay(booking_id=BookingFactory().pk)
+    assert len(_intents(stripe_env)) == 1
+    creates = [c for c in _create_calls(stripe_env) if c.path == "/v1/payment_intents"]
+    assert [c.replayed for c in creates] == [False, True]
+    assert len({c.idempotency_key for c in creates}) == 1
+    assert result.payment.stripe_payment_intent_id == _intents(stripe_env)[0]["id"]
+
+
+def test_reset_after_confirm_was_forwarded_charges_once(stripe_env):
+    booking = BookingFactory()
+    started = booking_pay(booking_id=booking.pk)
+    stripe_env.reset_after_forward("POST", f"/v1/payment_intents/{started.intent.id}/confirm")
+    card = stripe_env.card()
+    result = booking_pay(booking_id=booking.pk, payment_method_id=card, confirm=True)
+    assert result.payment.status == PaymentStatus.SUCCEEDED
+    charges = stripe_env.api("GET", "/v1/charges")["data"]
+    assert len(charges) == 1
+    confirms = stripe_env.calls("POST", f"/v1/payment_intents/{started.intent.id}/confirm")
+    assert len(confirms) == 2 and len({c.idempotency_key for c in confirms}) == 1
+
+
+def test_plain_429_is_a_retryable_error(stripe_env):
+    stripe_env.fail(
+        "POST",
+        "/v1/payment_intents",
+        status=429,
+        body={"error": {"type": "invalid_request_error", "code": "rate_limit", "message": "Too many"}},
+    )
+    booking = BookingFactory()
+    with pytest.raises(ProviderUnavailable) as info:
+        booking_pay(booking_id=booking.pk)
+    assert info.value.retryable and info.value.http_status == 503
+    assert len(_create_calls(stripe_env)) == 1  # the SDK does not retry a plain 429
+    # The caller tries again later: same attempt, same key, one intent.
+    booking_pay(booking_id=booking.pk)
+    assert len(_intents(stripe_env)) == 1
+    assert Payment.objects.filter(object_id=str(booking.pk)).count() == 1
+
+
+def test_stripe_down_exhausts_the_bounded_retries(stripe_env, settings):
+    stripe_env.fail("POST", "/v1/payment_intents", status=500, times=10)
+    with pytest.raises(ProviderUnavailable):
+        booking_pay(booking_id=BookingFactory().pk)
+    assert len(_create_calls(stripe_env)) == 1 + settings.PAYMENTS.get("RETRY_ATTEMPTS", 3)
+
+
+def test_should_retry_false_is_not_retried(stripe_env):
+    stripe_env.fail("POST", "/v1/payment_intents", status=500, headers={"Stripe-Should-Retry": "false"})
+    with pytest.raises(ProviderError):
+        booking_pay(booking_id=BookingFactory().pk)
+    assert len(_create_calls(stripe_env)) == 1
+
+
+def test_bad_request_is_not_retried_and_says_nothing_raw(stripe_env):
+    with pytest.raises(ProviderError) as info:
+        booking_pay(booking_id=BookingFactory().pk, payment_method_id="pm_does_not_exist", confirm=True)
+    assert not info.value.retryable
+    assert "pm_does_not_exist" not in info.value.message
+
+
+@pytest.mark.django_db(transaction=True)
+def test_ten_concurrent_starts_make_one_intent(stripe_env):
+    booking = BookingFactory()
+    barrier = threading.Barrier(10)
+    secrets: list[str] = []
+    errors: list[BaseException] = []
+    lock = threading.Lock()
+
+    def start():
+        try:
+            barrier.wait()
+            result = booking_pay(booking_id=booking.pk)
+            with lock:
+                secrets.append(result.intent.client_secret)
+        except BaseException as exc:
+            errors.append(exc)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=start) for _ in range(10)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert len(secrets) == 10 and len(set(secrets)) == 1
+    assert len(_intents(stripe_env)) == 1
+    assert Payment.objects.filter(object_id=str(booking.pk)).count() == 1

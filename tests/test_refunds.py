@@ -1,0 +1,145 @@
+"""Refunds: never more than was paid, checked locally under a lock; one refund per request."""
+
+import threading
+
+import pytest
+from django.db import connection
+
+from bookings.models import Booking
+from bookings.services import booking_pay
+from payments import services
+from payments.exceptions import ProviderUnavailable, RefundNotAllowed
+from payments.models import Payment, Refund
+from payments.signals import payment_refunded
+from payments.states import PaymentStatus, RefundStatus
+from tests.factories import BookingFactory
+
+pytestmark = [pytest.mark.django_db, pytest.mark.emulator]
+
+
+def _paid(stripe, **booking_kwargs) -> Payment:
+    booking = BookingFactory(**booking_kwargs)
+    result = booking_pay(booking_id=booking.pk, payment_method_id=stripe.card(), confirm=True)
+    assert result.payment.status == PaymentStatus.SUCCEEDED
+    return result.payment
+
+
+def _stripe_refunds(stripe, payment):
+    return stripe.api("GET", "/v1/refunds", payment_intent=payment.stripe_payment_intent_id)["data"]
+
+
+def test_partial_refunds_never_exceed_the_payment(stripe_env):
+    payment = _paid(stripe_env, quantity=5)  # 100.00 + 3.00 fee = 103.00
+    total = payment.total
+    first = services.refund_create(payment=payment, amount=total * 30 // 100, reason="requested_by_customer")
+    assert first.status == RefundStatus.SUCCEEDED and first.stripe_refund_id.startswith("re_")
+    payment.refresh_from_db()
+    assert payment.status == PaymentStatus.PARTIALLY_REFUNDED
+    services.refund_create(payment=payment, amount=total * 30 // 100)
+    with pytest.raises(RefundNotAllowed) as info:
+        services.refund_create(payment=payment, amount=total * 50 // 100)
+    assert "can be refunded" in info.value.message
+    assert len(_stripe_refunds(stripe_env, payment)) == 2
+    assert Refund.objects.filter(payment=payment).count() == 2
+    payment.refresh_from_db()
+    assert payment.refundable_amount() == total - 2 * (total * 30 // 100)
+
+
+def test_full_refund_cancels_the_booking(stripe_env, django_capture_on_commit_callbacks):
+    payment = _paid(stripe_env)
+    received = []
+    payment_refunded.connect(lambda sender, **kw: received.append(kw), weak=False, dispatch_uid="t-full")
+    try:
+        with django_capture_on_commit_callbacks(execute=True):
+            refund = services.refund_create(payment=payment)
+    finally:
+        payment_refunded.disconnect(dispatch_uid="t-full")
+    assert refund.amount == payment.total
+    payment.refresh_from_db()
+    assert payment.status == PaymentStatus.REFUNDED
+    assert Booking.objects.get(pk=payment.object_id).status == Booking.Status.CANCELLED
+    assert [kw["fully_refunded"] for kw in received] == [True]
+    with pytest.raises(RefundNotAllowed):
+        services.refund_create(payment=payment, amount=1)
+
+
+def test_refund_reason_and_key_reach_stripe(stripe_env):
+    payment = _paid(stripe_env)
+    refund = services.refund_create(payment=payment, amount=500, reason="requested_by_customer")
+    call = stripe_env.calls("POST", "/v1/refunds")[0]
+    assert call.params["reason"] == "requested_by_customer"
+    assert call.params["amount"] == "500"
+    assert call.idempotency_key == refund.idempotency_key == f"refund:payment:{payment.pk}:1"
+
+
+def test_unpaid_payment_cannot_be_refunded(stripe_env):
+    started = booking_pay(booking_id=BookingFactory().pk)
+    with pytest.raises(RefundNotAllowed):
+        services.refund_create(payment=started.payment)
+    assert stripe_env.calls("POST", "/v1/refunds") == []
+
+
+@pytest.mark.parametrize("amount", [0, -5])
+def test_non_positive_refund_is_refused(stripe_env, amount):
+    payment = _paid(stripe_env)
+    with pytest.raises(RefundNotAllowed):
+        services.refund_create(payment=payment, amount=amount)
+
+
+def test_unreachable_stripe_keeps_the_refund_pending_for_a_retry(stripe_env):
+    payment = _paid(stripe_env)
+    stripe_env.fail("POST", "/v1/refunds", status=503, times=4)
+    with pytest.raises(ProviderUnavailable):
+        services.refund_create(payment=payment, amount=1000)
+    refund = Refund.objects.get(payment=payment)
+    assert refund.status == RefundStatus.PENDING and not refund.stripe_refund_id
+    # The balance stays reserved while the refund is pending.
+    with pytest.raises(RefundNotAllowed):
+        services.refund_create(payment=payment, amount=payment.total - 999)
+    services.refund_submit(refund=refund)
+    refund.refresh_from_db()
+    assert refund.status == RefundStatus.SUCCEEDED
+    keys = {c.idempotency_key for c in stripe_env.calls("POST", "/v1/refunds")}
+    assert keys == {refund.idempotency_key}
+    assert len(_stripe_refunds(stripe_env, payment)) == 1
+
+
+def test_refund_made_in_the_dashboard_is_imported(stripe_env):
+    payment = _paid(stripe_env)
+    made = stripe_env.api(
+        "POST", "/v1/refunds", payment_intent=payment.stripe_payment_intent_id, amount="700"
+    )
+    from payments.gateway import get_gateway
+
+    refund = services.refund_sync(info=get_gateway().refund_from_object(made))
+    assert refund.amount == 700 and refund.requested_by is None
+    again = services.refund_sync(info=get_gateway().refund_from_object(made))
+    assert again.pk == refund.pk
+    payment.refresh_from_db()
+    assert payment.status == PaymentStatus.PARTIALLY_REFUNDED
+
+
+@pytest.mark.django_db(transaction=True)
+def test_two_concurrent_full_refunds_make_one(stripe_env):
+    payment = _paid(stripe_env)
+    barrier = threading.Barrier(2)
+    outcomes: list[str] = []
+
+    def refund():
+        try:
+            barrier.wait()
+            services.refund_create(payment=payment)
+            outcomes.append("refunded")
+        except RefundNotAllowed:
+            outcomes.append("refused")
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=refund) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(outcomes) == ["refunded", "refused"]
+    assert len(_stripe_refunds(stripe_env, payment)) == 1
+    assert Payment.objects.get(pk=payment.pk).status == PaymentStatus.REFUNDED
