@@ -9,7 +9,7 @@ from django.dispatch import receiver
 from bookings import services
 from bookings.exceptions import SoldOut
 from bookings.models import Booking
-from payments.signals import payment_refunded, payment_succeeded
+from payments.signals import payment_canceled, payment_disputed, payment_refunded, payment_succeeded
 
 logger = logging.getLogger(__name__)
 
@@ -36,3 +36,17 @@ def cancel_on_full_refund(sender, payment, fully_refunded: bool = False, **kwarg
     booking_id = _booking_id(payment)
     if booking_id is not None and fully_refunded:
         services.booking_cancel(booking_id=booking_id)
+
+
+@receiver(payment_canceled, dispatch_uid="bookings.release_on_expired_checkout")
+def release_on_expired_checkout(sender, payment, reason: str = "", **kwargs) -> None:
+    booking_id = _booking_id(payment)
+    if booking_id is not None and reason == "expired":
+        services.booking_expire(booking_id=booking_id, release_now=True)
+
+
+@receiver(payment_disputed, dispatch_uid="bookings.flag_on_dispute")
+def flag_on_dispute(sender, payment, **kwargs) -> None:
+    booking_id = _booking_id(payment)
+    if booking_id is not None:
+        services.booking_flag_dispute(booking_id=booking_id)

@@ -127,16 +127,27 @@ def booking_cancel(*, booking_id: int) -> Booking:
 
 
 @transaction.atomic
-def booking_expire(*, booking_id: int) -> Booking:
-    """Release the seats of an unpaid booking whose hold ran out."""
+def booking_expire(*, booking_id: int, release_now: bool = False) -> Booking:
+    """Release the seats of an unpaid booking whose hold ran out (or, with `release_now`, at once)."""
     booking = _lock_booking(booking_id)
     if booking.status != Booking.Status.PENDING:
         return booking
-    if booking.expires_at and booking.expires_at > timezone.now():
+    if not release_now and booking.expires_at and booking.expires_at > timezone.now():
         raise BookingError("This booking's hold has not run out yet.")
     _move(booking, Booking.Status.EXPIRED)
     booking.save(update_fields=["status", "updated_at"])
     logger.info("booking expired", extra={"booking_id": booking.pk})
+    return booking
+
+
+@transaction.atomic
+def booking_flag_dispute(*, booking_id: int) -> Booking:
+    """Mark a booking whose payment is disputed, for staff to look at."""
+    booking = _lock_booking(booking_id)
+    if booking.disputed_at is None:
+        booking.disputed_at = timezone.now()
+        booking.save(update_fields=["disputed_at", "updated_at"])
+        logger.warning("booking payment disputed", extra={"booking_id": booking.pk})
     return booking
 
 

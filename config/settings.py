@@ -130,3 +130,25 @@ LOGGING = {
 
 SESSION_COOKIE_SECURE = env("SESSION_COOKIE_SECURE", default=False, cast=bool)
 CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
+
+# Celery: Redis broker, JSON only. Tasks are idempotent, so they are acknowledged late
+# and requeued if a worker dies; every countdown stays below the visibility timeout.
+CELERY_BROKER_URL = env("CELERY_BROKER_URL", default=REDIS_URL)
+CELERY_RESULT_BACKEND = env("CELERY_RESULT_BACKEND", default=None)
+CELERY_TASK_SERIALIZER = "json"
+CELERY_RESULT_SERIALIZER = "json"
+CELERY_ACCEPT_CONTENT = ["json"]
+CELERY_TASK_ACKS_LATE = True
+CELERY_TASK_REJECT_ON_WORKER_LOST = True
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_TASK_TIME_LIMIT = env("CELERY_TASK_TIME_LIMIT", default=120, cast=int)
+CELERY_TASK_SOFT_TIME_LIMIT = env("CELERY_TASK_SOFT_TIME_LIMIT", default=100, cast=int)
+CELERY_BROKER_VISIBILITY_TIMEOUT = env("CELERY_BROKER_VISIBILITY_TIMEOUT", default=3600, cast=int)
+CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": CELERY_BROKER_VISIBILITY_TIMEOUT}
+CELERY_BROKER_CONNECTION_TIMEOUT = 3
+CELERY_TASK_PUBLISH_RETRY_POLICY = {"max_retries": 2, "interval_start": 0.1, "interval_step": 0.5}
+# Longest delay before a retried task runs again; kept well below the visibility timeout.
+CELERY_MAX_RETRY_COUNTDOWN = env("CELERY_MAX_RETRY_COUNTDOWN", default=900, cast=int)
+# Without a reachable broker (development only), run tasks in-process after commit.
+CELERY_RUN_INLINE_WITHOUT_BROKER = env("CELERY_RUN_INLINE_WITHOUT_BROKER", default=DEBUG, cast=bool)
+CELERY_BEAT_SCHEDULE: dict = {}

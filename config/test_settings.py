@@ -24,3 +24,7 @@ PAYMENTS = {
     "PUBLISHABLE_KEY": "pk_test_suite",
     "WEBHOOK_SECRETS": ["whsec_test_primary", "whsec_test_secondary"],
 }
+
+# A Redis database of the tests' own, emptied at the start of each run.
+CELERY_BROKER_URL = os.environ.get("TEST_CELERY_BROKER_URL", "redis://127.0.0.1:6379/15")
+CELERY_RUN_INLINE_WITHOUT_BROKER = False

@@ -1,8 +1,9 @@
 """The project's URL map."""
 
 from django.contrib import admin
-from django.urls import path
+from django.urls import include, path
 
 urlpatterns = [
     path("admin/", admin.site.urls),
+    path("api/", include("payments.urls")),
 ]

@@ -28,8 +28,16 @@ from payments.exceptions import (
     RefundNotAllowed,
 )
 from payments.gateway import get_gateway
-from payments.gateway.base import CheckoutInfo, IntentInfo, PaymentMethodInfo, RefundInfo, SetupIntentInfo
-from payments.models import Customer, Payment, Refund
+from payments.gateway.base import (
+    ChargeInfo,
+    CheckoutInfo,
+    DisputeInfo,
+    IntentInfo,
+    PaymentMethodInfo,
+    RefundInfo,
+    SetupIntentInfo,
+)
+from payments.models import Customer, Dispute, Payment, Refund
 from payments.states import (
     OPEN_STATUSES,
     PAID_STATUSES,
@@ -75,7 +83,7 @@ def _lock_payment(payment_id: int) -> Payment:
     return Payment.objects.select_for_update(of=("self",)).get(pk=payment_id)
 
 
-def _set_status(payment: Payment, target: str) -> None:
+def _set_status(payment: Payment, target: str, *, reason: str = "") -> None:
     """Move a locked payment to `target`, or raise IllegalTransition and change nothing."""
     previous = payment.status
     check_transition(previous, target)
@@ -87,7 +95,7 @@ def _set_status(payment: Payment, target: str) -> None:
     signal = _STATUS_SIGNALS.get(target)
     # A won dispute returns a payment to succeeded: that is not a new success.
     if signal and not (target == PaymentStatus.SUCCEEDED and previous == PaymentStatus.DISPUTED):
-        _send_on_commit(signal, payment=payment)
+        _send_on_commit(signal, payment=payment, reason=reason)
 
 
 @transaction.atomic
@@ -412,7 +420,14 @@ def payment_checkout_start(
     return locked, session
 
 
-def _find_payment(*, intent_id: str = "", session_id: str = "", payment_id: str | int | None = None):
+def _find_payment(
+    *, intent_id: str = "", session_id: str = "", charge_id: str = "", payment_id: str | int | None = None
+) -> int | None:
+    """The id of the payment a provider object belongs to, by the most specific id it carries."""
+    if charge_id:
+        found = Payment.objects.filter(stripe_charge_id=charge_id).values_list("pk", flat=True).first()
+        if found:
+            return found
     if intent_id:
         found = (
             Payment.objects.filter(stripe_payment_intent_id=intent_id).values_list("pk", flat=True).first()
@@ -431,8 +446,11 @@ def _find_payment(*, intent_id: str = "", session_id: str = "", payment_id: str 
 
 
 @transaction.atomic
-def payment_sync_checkout(*, session: CheckoutInfo) -> Payment | None:
-    """Apply a checkout session's state: link its intent; paid -> succeeded; expired -> canceled."""
+def payment_sync_checkout(*, session: CheckoutInfo, failed: bool = False) -> Payment | None:
+    """Apply a checkout session's state: link its intent; paid -> succeeded; expired -> canceled.
+
+    `failed` is set for an asynchronous payment method that failed after the session completed.
+    """
     payment_id = _find_payment(session_id=session.id, payment_id=session.client_reference_id)
     if payment_id is None:
         logger.warning("checkout session for no known payment", extra={"checkout_session": session.id})
@@ -446,10 +464,14 @@ def payment_sync_checkout(*, session: CheckoutInfo) -> Payment | None:
         payment.stripe_customer_id = session.customer_id
     payment.save()
     target = {"paid": PaymentStatus.SUCCEEDED}.get(session.payment_status)
+    if failed:
+        target = PaymentStatus.FAILED
     if session.status == "expired":
         target = PaymentStatus.CANCELED
     if target and payment.status != target and can_transition(payment.status, target):
-        _set_status(payment, target)
+        _set_status(payment, target, reason="expired" if session.status == "expired" else "")
+        if target == PaymentStatus.SUCCEEDED:
+            _settle_refunds(payment, None, notify=False)
     return payment
 
 
@@ -495,6 +517,9 @@ def payment_sync_intent(*, intent: IntentInfo, payment_id: int | None = None) ->
         return payment
     if target != payment.status and can_transition(payment.status, target):
         _set_status(payment, target)
+        if target == PaymentStatus.SUCCEEDED:
+            # Refunds that arrived before the success now count.
+            _settle_refunds(payment, None, notify=False)
     else:
         if target != payment.status:
             logger.info(
@@ -578,7 +603,9 @@ def _fail_refund(refund_id: int, reason: str) -> None:
 @transaction.atomic
 def refund_sync(*, info: RefundInfo, refund_id: int | None = None) -> Refund | None:
     """Apply the provider's view of a refund; refunds made in the dashboard are imported."""
-    payment_id = _find_payment(intent_id=info.intent_id, payment_id=info.metadata.get("payment_id"))
+    payment_id = _find_payment(
+        intent_id=info.intent_id, charge_id=info.charge_id, payment_id=info.metadata.get("payment_id")
+    )
     if payment_id is None:
         logger.warning("refund for no known payment", extra={"stripe_refund": info.id})
         return None
@@ -613,7 +640,7 @@ def refund_sync(*, info: RefundInfo, refund_id: int | None = None) -> Refund | N
     return refund
 
 
-def _settle_refunds(payment: Payment, refund: Refund, *, notify: bool) -> None:
+def _settle_refunds(payment: Payment, refund: Refund | None, *, notify: bool) -> None:
     """Move a locked payment to (partially_)refunded from its refunds; tell the host of a new one."""
     held = payment.refunds.filter(status__in=_HOLDING_REFUND, stripe_refund_id__gt="")
     refunded = held.aggregate(total=models.Sum("amount"))["total"] or 0
@@ -622,10 +649,73 @@ def _settle_refunds(payment: Payment, refund: Refund, *, notify: bool) -> None:
     target = PaymentStatus.REFUNDED if refunded >= payment.total else PaymentStatus.PARTIALLY_REFUNDED
     if payment.status != target and can_transition(payment.status, target):
         _set_status(payment, target)
-    if notify and refund.status in _HOLDING_REFUND:
+    if notify and refund is not None and refund.status in _HOLDING_REFUND:
         _send_on_commit(
             signals.payment_refunded,
             payment=payment,
             refund=refund,
             fully_refunded=payment.status == PaymentStatus.REFUNDED,
         )
+
+
+@transaction.atomic
+def payment_sync_charge(*, charge: ChargeInfo) -> Payment | None:
+    """Apply a charge: its id and card, success if it was paid, and the refunds it lists."""
+    payment_id = _find_payment(intent_id=charge.intent_id, charge_id=charge.id)
+    if payment_id is None:
+        logger.warning("charge for no known payment", extra={"charge": charge.id})
+        return None
+    payment = _lock_payment(payment_id)
+    payment.stripe_charge_id = payment.stripe_charge_id or charge.id
+    payment.card_brand = charge.card_brand or payment.card_brand
+    payment.card_last4 = charge.card_last4 or payment.card_last4
+    payment.save()
+    paid = charge.status == "succeeded" and charge.paid
+    matches = (charge.amount, charge.currency) == (payment.total, payment.currency)
+    if paid and matches and can_transition(payment.status, PaymentStatus.SUCCEEDED):
+        _set_status(payment, PaymentStatus.SUCCEEDED)
+    for refund in charge.refunds or []:
+        refund_sync(info=refund)
+    payment.refresh_from_db()
+    return payment
+
+
+_DISPUTE_CLOSED_IN_OUR_FAVOUR = frozenset({"won", "warning_closed"})
+
+
+@transaction.atomic
+def dispute_sync(*, dispute: DisputeInfo) -> Dispute | None:
+    """Record a dispute and flag the payment; a dispute closed in our favour restores it."""
+    payment_id = _find_payment(intent_id=dispute.intent_id, charge_id=dispute.charge_id)
+    if payment_id is None:
+        logger.warning("dispute for no known payment", extra={"dispute": dispute.id})
+        return None
+    payment = _lock_payment(payment_id)
+    row, created = Dispute.objects.select_for_update().get_or_create(
+        stripe_dispute_id=dispute.id,
+        defaults={
+            "payment": payment,
+            "amount": dispute.amount,
+            "currency": dispute.currency,
+            "reason": dispute.reason,
+            "status": dispute.status,
+            "evidence_due_by": dispute.evidence_due_by,
+        },
+    )
+    changed = created or row.status != dispute.status
+    if not created:
+        row.status = dispute.status
+        row.evidence_due_by = dispute.evidence_due_by or row.evidence_due_by
+        row.save()
+    if dispute.status in _DISPUTE_CLOSED_IN_OUR_FAVOUR:
+        if payment.status == PaymentStatus.DISPUTED:
+            refunded = payment.refunded_amount()
+            _set_status(payment, PaymentStatus.PARTIALLY_REFUNDED if refunded else PaymentStatus.SUCCEEDED)
+    elif can_transition(payment.status, PaymentStatus.DISPUTED):
+        _set_status(payment, PaymentStatus.DISPUTED)
+    if changed:
+        logger.warning(
+            "dispute recorded", extra=_log_extra(payment, dispute=dispute.id, status=dispute.status)
+        )
+        _send_on_commit(signals.payment_disputed, payment=payment, dispute=row)
+    return row

@@ -2,14 +2,14 @@
 
 from django.dispatch import Signal
 
-#: A payment succeeded. Arguments: payment.
+#: A payment succeeded. Arguments: payment, reason.
 payment_succeeded = Signal()
-#: A payment attempt failed. Arguments: payment.
+#: A payment attempt failed. Arguments: payment, reason.
 payment_failed = Signal()
 #: Money went back to the payer. Arguments: payment, refund (None when imported without a row),
 #: fully_refunded (bool).
 payment_refunded = Signal()
 #: The payer disputed the charge, or a dispute closed. Arguments: payment, dispute.
 payment_disputed = Signal()
-#: An unpaid payment was canceled or expired. Arguments: payment.
+#: An unpaid payment was canceled or expired. Arguments: payment, reason ("expired" or "").
 payment_canceled = Signal()

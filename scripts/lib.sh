@@ -59,3 +59,22 @@ ensure_services() {
   fi
   redis_up || { echo "Redis is not answering on 127.0.0.1:6379" >&2; exit 1; }
 }
+
+ensure_database() {
+  # Create the PostgreSQL database named in DATABASE_URL if it does not exist yet.
+  python - <<'PY'
+import os
+import dj_database_url
+import psycopg2
+cfg = dj_database_url.parse(os.environ["DATABASE_URL"])
+if cfg["ENGINE"].endswith("postgresql"):
+    conn = psycopg2.connect(dbname="postgres", user=cfg["USER"] or "postgres", host=cfg["HOST"] or "127.0.0.1",
+                            port=cfg["PORT"] or 5432, password=cfg["PASSWORD"] or None)
+    conn.autocommit = True
+    with conn.cursor() as cur:
+        cur.execute("SELECT 1 FROM pg_database WHERE datname = %s", [cfg["NAME"]])
+        if cur.fetchone() is None:
+            cur.execute(f'CREATE DATABASE "{cfg["NAME"]}"')
+            print(f"==> created database {cfg['NAME']}")
+PY
+}

@@ -32,3 +32,60 @@ def stripe_env(stripe_harness, settings):
     }
     yield stripe_harness
     stripe_harness.reset()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _empty_test_broker():
+    """Start each run with the tests' own Redis database empty (a real connection)."""
+    import redis
+    from django.conf import settings
+
+    redis.Redis.from_url(settings.CELERY_BROKER_URL).flushdb()
+
+
+@pytest.fixture
+def deliver(client):
+    """POST a Stripe event to the webhook endpoint, signed as Stripe would sign it."""
+    import json
+
+    from tests.stripe_harness import sign_payload
+
+    def post(event: dict, *, secret: str = "whsec_test_primary", timestamp=None, body: bytes | None = None):
+        payload = body if body is not None else json.dumps(event).encode()
+        signature = sign_payload(
+            json.dumps(event).encode() if body is not None else payload, secret, timestamp
+        )
+        return client.post(
+            "/api/webhooks/stripe/",
+            data=payload,
+            content_type="application/json",
+            HTTP_STRIPE_SIGNATURE=signature,
+        )
+
+    return post
+
+
+@pytest.fixture
+def celery_worker_thread(transactional_db):
+    """A real Celery worker (solo pool, in this process) consuming the tests' Redis broker."""
+    from celery.contrib.testing.worker import start_worker
+
+    from config.celery import app
+
+    with start_worker(
+        app, pool="solo", perform_ping_check=False, shutdown_timeout=10, loglevel="WARNING"
+    ) as worker:
+        yield worker
+
+
+def wait_for(condition, *, timeout: float = 15.0, interval: float = 0.1, message: str = "condition"):
+    """Poll `condition` until it is truthy; fail with `message` after `timeout` seconds."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(interval)
+    pytest.fail(f"timed out after {timeout}s waiting for {message}")

@@ -21,6 +21,7 @@ Production code never knows any of this; it just talks to STRIPE_API_BASE.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import copy
 import hashlib
 import hmac
@@ -37,6 +38,7 @@ import requests
 from aiohttp import ClientSession, web
 from localstripe import resources as ls_resources
 from localstripe import server as ls_server
+from localstripe import webhooks as ls_webhooks
 
 FIXTURES = json.loads((Path(__file__).parent / "stripe_fixtures" / "objects.json").read_text())["resources"]
 
@@ -228,7 +230,7 @@ class StripeHarness:
             timeout=10,
         )
         response.raise_for_status()
-        return response.json()
+        return response.json() if response.content else {}
 
     def card(self, number: str = "4242424242424242") -> str:
         """A PaymentMethod for a test card number (server side, tests only)."""
@@ -254,6 +256,15 @@ class StripeHarness:
         )
         response.raise_for_status()
         return response.json()
+
+    @contextlib.contextmanager
+    def webhooks_to(self, url: str, secret: str = "whsec_test_primary"):
+        """Have the emulator send its signed events to `url` while the block runs."""
+        self.api("POST", "/_config/webhooks/tests", url=url, secret=secret)
+        try:
+            yield
+        finally:
+            ls_webhooks._webhooks.pop("tests", None)  # localstripe has no call to remove one
 
     def complete_checkout(self, session_id: str, *, card: str = "4242424242424242") -> dict[str, Any]:
         """Pay a checkout session as a customer on Stripe's page would; returns the session."""

@@ -47,6 +47,22 @@ class RefundInfo:
 
 
 @dataclass(frozen=True)
+class ChargeInfo:
+    """A charge: the money movement behind a successful intent."""
+
+    id: str
+    intent_id: str
+    status: str
+    paid: bool
+    amount: int
+    amount_refunded: int
+    currency: str
+    card_brand: str = ""
+    card_last4: str = ""
+    refunds: list[RefundInfo] | None = None  # None when the object did not include them
+
+
+@dataclass(frozen=True)
 class CheckoutInfo:
     """A hosted checkout session."""
 
@@ -234,6 +250,10 @@ class PaymentGateway(ABC):
     def dispute_from_object(self, obj: dict[str, Any]) -> DisputeInfo:
         """Read a dispute from a raw provider object."""
 
+    @abstractmethod
+    def charge_from_object(self, obj: dict[str, Any]) -> ChargeInfo:
+        """Read a charge from a raw provider object."""
+
     # Customers and saved cards --------------------------------------------------
 
     @abstractmethod
@@ -271,6 +291,10 @@ class PaymentGateway(ABC):
         self, *, created_gt: int | None = None, cursor: str | None = None, limit: int = 100
     ) -> Page:
         """Events newest first (items are EventInfo)."""
+
+    @abstractmethod
+    def event_from_payload(self, payload: dict[str, Any]) -> EventInfo:
+        """Read a stored event payload (as verify_webhook accepted it) back into an EventInfo."""
 
     @abstractmethod
     def verify_webhook(self, payload: bytes, signature_header: str) -> EventInfo:

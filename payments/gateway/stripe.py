@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import random
 import time
@@ -20,6 +21,7 @@ from payments.exceptions import (
     WebhookSignatureError,
 )
 from payments.gateway.base import (
+    ChargeInfo,
     CheckoutInfo,
     DisputeInfo,
     EventInfo,
@@ -260,6 +262,29 @@ class StripeGateway(PaymentGateway):
             status=data.get("status") or "",
             evidence_due_by=_timestamp(evidence.get("due_by")),
         )
+
+    def charge_from_object(self, obj: Any) -> ChargeInfo:
+        data = _as_dict(obj)
+        card = (data.get("payment_method_details") or {}).get("card") or {}
+        listed = data.get("refunds")
+        refunds = None
+        if isinstance(listed, dict) and not listed.get("has_more"):
+            refunds = [self.refund_from_object(item) for item in listed.get("data") or []]
+        return ChargeInfo(
+            id=data["id"],
+            intent_id=_id_of(data.get("payment_intent")),
+            status=data.get("status") or "",
+            paid=bool(data.get("paid")),
+            amount=int(data.get("amount") or 0),
+            amount_refunded=int(data.get("amount_refunded") or 0),
+            currency=(data.get("currency") or "").lower(),
+            card_brand=card.get("brand") or "",
+            card_last4=card.get("last4") or "",
+            refunds=refunds,
+        )
+
+    def event_from_payload(self, payload: dict[str, Any]) -> EventInfo:
+        return self._event_info(payload)
 
     @staticmethod
     def _method_info(obj: Any) -> PaymentMethodInfo:
@@ -554,12 +579,13 @@ class StripeGateway(PaymentGateway):
             raise WebhookSignatureError()
         for secret in secrets:
             try:
-                event = stripe.Webhook.construct_event(
+                stripe.Webhook.construct_event(
                     payload, signature_header, secret, tolerance=payments_settings.WEBHOOK_TOLERANCE
                 )
             except stripe.SignatureVerificationError:
                 continue
             except ValueError:
                 raise WebhookSignatureError("The webhook body is not valid JSON.") from None
-            return self._event_info(_as_dict(event))
+            # Keep the body exactly as Stripe sent it (the SDK's object turns some numbers into Decimal).
+            return self._event_info(json.loads(payload))
         raise WebhookSignatureError()

@@ -1,0 +1,28 @@
+"""End to end: the emulator's own signed webhook reaches the running site, a real worker confirms."""
+
+import pytest
+
+from bookings.models import Booking
+from bookings.services import booking_pay
+from payments.models import Payment, WebhookEvent
+from tests.conftest import wait_for
+from tests.factories import BookingFactory
+
+pytestmark = [pytest.mark.emulator, pytest.mark.slow, pytest.mark.django_db(transaction=True)]
+
+
+def test_emulator_webhook_confirms_the_booking(stripe_env, live_server, celery_worker_thread):
+    booking = BookingFactory()
+    with stripe_env.webhooks_to(f"{live_server.url}/api/webhooks/stripe/"):
+        started = booking_pay(booking_id=booking.pk, payment_method_id=stripe_env.card())
+        assert started.payment.status == "created"
+        # The browser confirms with Stripe.js: our server hears of it only through the webhook.
+        stripe_env.api("POST", f"/v1/payment_intents/{started.intent.id}/confirm")
+        wait_for(
+            lambda: WebhookEvent.objects.filter(type="payment_intent.succeeded", status="processed").exists(),
+            message="the payment_intent.succeeded webhook to be processed",
+        )
+    booking.refresh_from_db()
+    assert booking.status == Booking.Status.CONFIRMED
+    payment = Payment.objects.get(object_id=str(booking.pk))
+    assert payment.status == "succeeded"

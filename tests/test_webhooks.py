@@ -1,0 +1,435 @@
+"""Stripe webhooks: verified, stored once, processed idempotently and never backwards."""
+
+import json
+import threading
+import time
+
+import pytest
+from django.core.management import call_command
+from django.db import connection
+from django.test import Client
+
+from bookings.models import Booking
+from payments.models import Dispute, Payment, Refund, WebhookEvent
+from payments.signals import payment_succeeded
+from payments.states import PaymentStatus
+from payments.webhooks import webhook_event_process
+from tests.factories import PaymentFactory
+from tests.stripe_harness import make_event, sign_payload, stripe_object
+
+pytestmark = pytest.mark.django_db
+
+
+def _intent_event(payment, event_type="payment_intent.succeeded", status="succeeded", **extra):
+    intent = stripe_object(
+        "payment_intent",
+        id=payment.stripe_payment_intent_id,
+        amount=payment.total,
+        amount_received=payment.total if status == "succeeded" else 0,
+        currency=payment.currency,
+        status=status,
+        metadata={"payment_id": str(payment.pk)},
+        latest_charge="ch_test_1" if status == "succeeded" else None,
+        **extra,
+    )
+    return make_event(event_type, intent)
+
+
+def _open_payment(**kwargs):
+    return PaymentFactory(stripe_payment_intent_id=f"pi_test_{time.monotonic_ns()}", **kwargs)
+
+
+def _process_all():
+    return [webhook_event_process(event_id=pk) for pk in WebhookEvent.objects.values_list("pk", flat=True)]
+
+
+class Signals:
+    def __init__(self, signal):
+        self.received = []
+        self.signal = signal
+
+    def __enter__(self):
+        self.signal.connect(self._got, weak=False, dispatch_uid="test-signals")
+        return self
+
+    def __exit__(self, *exc):
+        self.signal.disconnect(dispatch_uid="test-signals")
+
+    def _got(self, sender, **kwargs):
+        self.received.append(kwargs)
+
+
+# Signature checks -------------------------------------------------------------------------
+
+
+def test_no_signature_is_refused(client):
+    event = _intent_event(_open_payment())
+    response = client.post("/api/webhooks/stripe/", data=json.dumps(event), content_type="application/json")
+    assert response.status_code == 400
+    assert response.json()["error"]["code"] == "invalid_signature"
+    assert WebhookEvent.objects.count() == 0
+
+
+def test_tampered_body_is_refused(deliver):
+    event = _intent_event(_open_payment())
+    tampered = json.dumps({**event, "type": "charge.refunded"}).encode()
+    assert deliver(event, body=tampered).status_code == 400
+    assert WebhookEvent.objects.count() == 0
+
+
+def test_wrong_secret_is_refused(deliver):
+    assert deliver(_intent_event(_open_payment()), secret="whsec_someone_else").status_code == 400
+    assert WebhookEvent.objects.count() == 0
+
+
+def test_old_timestamp_is_refused(deliver):
+    response = deliver(_intent_event(_open_payment()), timestamp=int(time.time()) - 301)
+    assert response.status_code == 400
+    assert WebhookEvent.objects.count() == 0
+
+
+def test_second_secret_is_accepted_during_rotation(deliver):
+    assert deliver(_intent_event(_open_payment()), secret="whsec_test_secondary").status_code == 200
+    assert WebhookEvent.objects.count() == 1
+
+
+def test_not_json_is_refused(client):
+    body = b"not json"
+    response = client.post(
+        "/api/webhooks/stripe/",
+        data=body,
+        content_type="application/json",
+        HTTP_STRIPE_SIGNATURE=sign_payload(body, "whsec_test_primary"),
+    )
+    assert response.status_code == 400
+
+
+def test_get_is_not_allowed(client):
+    assert client.get("/api/webhooks/stripe/").status_code == 405
+
+
+# Storing and processing ---------------------------------------------------------------------------
+
+
+def test_event_is_stored_then_processed(deliver, django_capture_on_commit_callbacks):
+    payment = _open_payment(status=PaymentStatus.CREATED)
+    event = _intent_event(payment)
+    response = deliver(event)
+    assert response.status_code == 200 and response.json() == {"received": True, "duplicate": False}
+    row = WebhookEvent.objects.get()
+    assert (row.stripe_event_id, row.type, row.status) == (event["id"], "payment_intent.succeeded", "pending")
+    assert Payment.objects.get(pk=payment.pk).status == PaymentStatus.CREATED  # not processed inline
+    with django_capture_on_commit_callbacks(execute=True):
+        processed = webhook_event_process(event_id=row.pk)
+    assert processed.status == "processed" and processed.attempts == 1
+    payment.refresh_from_db()
+    assert payment.status == PaymentStatus.SUCCEEDED
+    assert payment.stripe_charge_id == "ch_test_1"
+    assert Booking.objects.get(pk=payment.object_id).status == Booking.Status.CONFIRMED
+
+
+def test_duplicate_delivery_is_acknowledged_once(deliver):
+    event = _intent_event(_open_payment())
+    assert deliver(event).json()["duplicate"] is False
+    assert deliver(event).json()["duplicate"] is True
+    assert WebhookEvent.objects.count() == 1
+
+
+def test_unknown_type_is_acknowledged_and_ignored(deliver):
+    event = make_event("customer.tax_id.created", {"id": "txi_1", "object": "tax_id"})
+    assert deliver(event).status_code == 200
+    assert _process_all()[0].status == "ignored"
+
+
+def test_failed_after_succeeded_changes_nothing(deliver):
+    payment = _open_payment(status=PaymentStatus.PROCESSING)
+    deliver(_intent_event(payment))
+    deliver(
+        _intent_event(
+            payment,
+            "payment_intent.payment_failed",
+            "requires_payment_method",
+            last_payment_error={"code": "card_declined", "message": "Declined"},
+        )
+    )
+    _process_all()
+    payment.refresh_from_db()
+    assert payment.status == PaymentStatus.SUCCEEDED
+    assert payment.succeeded_at is not None
+
+
+def test_succeeded_before_anything_else_still_lands(deliver):
+    payment = _open_payment(status=PaymentStatus.CREATED)
+    deliver(_intent_event(payment))
+    deliver(_intent_event(payment, "payment_intent.processing", "processing"))
+    _process_all()
+    assert Payment.objects.get(pk=payment.pk).status == PaymentStatus.SUCCEEDED
+
+
+def test_charge_refunded_before_succeeded(deliver):
+    payment = _open_payment(status=PaymentStatus.REQUIRES_ACTION, stripe_charge_id="")
+    refund = stripe_object(
+        "refund",
+        id="re_test_1",
+        amount=500,
+        charge="ch_test_1",
+        payment_intent=payment.stripe_payment_intent_id,
+        status="succeeded",
+    )
+    charge = stripe_object(
+        "charge",
+        id="ch_test_1",
+        amount=payment.total,
+        amount_refunded=500,
+        currency="usd",
+        status="succeeded",
+        paid=True,
+        payment_intent=payment.stripe_payment_intent_id,
+        refunds={
+            "object": "list",
+            "data": [refund],
+            "has_more": False,
+            "url": "/v1/charges/ch_test_1/refunds",
+        },
+    )
+    deliver(make_event("charge.refunded", charge))
+    deliver(_intent_event(payment))
+    _process_all()
+    payment.refresh_from_db()
+    assert payment.status == PaymentStatus.PARTIALLY_REFUNDED
+    assert payment.card_last4 == "4242"
+    assert Refund.objects.get(payment=payment).amount == 500
+
+
+def test_checkout_completed_twice(deliver, django_capture_on_commit_callbacks):
+    payment = PaymentFactory(stripe_checkout_session_id="cs_test_1")
+    session = stripe_object(
+        "checkout.session",
+        id="cs_test_1",
+        client_reference_id=str(payment.pk),
+        status="complete",
+        payment_status="paid",
+        payment_intent="pi_test_checkout",
+        amount_total=payment.total,
+    )
+    first = make_event("checkout.session.completed", session)
+    second = make_event("checkout.session.completed", session)
+    deliver(first)
+    deliver(second)
+    with Signals(payment_succeeded) as got, django_capture_on_commit_callbacks(execute=True):
+        _process_all()
+    payment.refresh_from_db()
+    assert payment.status == PaymentStatus.SUCCEEDED
+    assert payment.stripe_payment_intent_id == "pi_test_checkout"
+    assert len(got.received) == 1
+
+
+def test_checkout_expired_releases_the_seats(deliver, django_capture_on_commit_callbacks):
+    payment = PaymentFactory(stripe_checkout_session_id="cs_test_2")
+    session = stripe_object(
+        "checkout.session",
+        id="cs_test_2",
+        client_reference_id=str(payment.pk),
+        status="expired",
+        payment_status="unpaid",
+    )
+    deliver(make_event("checkout.session.expired", session))
+    with django_capture_on_commit_callbacks(execute=True):
+        _process_all()
+    assert Payment.objects.get(pk=payment.pk).status == PaymentStatus.CANCELED
+    booking = Booking.objects.get(pk=payment.object_id)
+    assert booking.status == Booking.Status.EXPIRED
+    assert booking.event.seats_left() == booking.event.capacity
+
+
+def test_dispute_created_and_won(deliver, django_capture_on_commit_callbacks):
+    payment = _open_payment(status=PaymentStatus.SUCCEEDED, stripe_charge_id="ch_disputed")
+    dispute = stripe_object(
+        "dispute",
+        id="dp_test_1",
+        charge="ch_disputed",
+        amount=payment.total,
+        status="needs_response",
+        reason="fraudulent",
+    )
+    deliver(make_event("charge.dispute.created", dispute))
+    with django_capture_on_commit_callbacks(execute=True):
+        _process_all()
+    payment.refresh_from_db()
+    assert payment.status == PaymentStatus.DISPUTED
+    row = Dispute.objects.get()
+    assert (row.reason, row.status, row.amount) == ("fraudulent", "needs_response", payment.total)
+    assert row.evidence_due_by is not None
+    assert Booking.objects.get(pk=payment.object_id).disputed_at is not None
+    deliver(make_event("charge.dispute.closed", {**dispute, "status": "won"}))
+    _process_all()
+    assert Payment.objects.get(pk=payment.pk).status == PaymentStatus.SUCCEEDED
+
+
+def test_refund_failed_is_recorded(deliver, caplog):
+    payment = _open_payment(status=PaymentStatus.PARTIALLY_REFUNDED)
+    Refund.objects.create(
+        payment=payment,
+        amount=100,
+        currency="usd",
+        stripe_refund_id="re_fail",
+        status="succeeded",
+        idempotency_key="k-fail",
+    )
+    refund = stripe_object(
+        "refund",
+        id="re_fail",
+        amount=100,
+        status="failed",
+        failure_reason="expired_or_canceled_card",
+        payment_intent=payment.stripe_payment_intent_id,
+    )
+    deliver(make_event("refund.failed", refund))
+    _process_all()
+    row = Refund.objects.get(stripe_refund_id="re_fail")
+    assert (row.status, row.failure_reason) == ("failed", "expired_or_canceled_card")
+    assert "staff attention" in caplog.text
+
+
+# Failures and replay --------------------------------------------------------------------------------
+
+
+@pytest.mark.emulator
+def test_failing_handler_leaves_nothing_half_written_and_replay_applies_once(stripe_env, deliver):
+    payment = _open_payment(status=PaymentStatus.PROCESSING, stripe_charge_id="")
+    charge = stripe_object(
+        "charge",
+        id="ch_half",
+        amount=payment.total,
+        amount_refunded=300,
+        currency="usd",
+        status="succeeded",
+        paid=True,
+        payment_intent=payment.stripe_payment_intent_id,
+        refunds=None,
+    )
+    deliver(make_event("charge.refunded", charge))
+    stripe_env.fail("GET", "/v1/refunds", status=500, times=10)
+    row = _process_all()[0]
+    assert row.status == "failed" and row.attempts == 1
+    assert "ProviderUnavailable" in row.last_error
+    payment.refresh_from_db()
+    assert (payment.status, payment.stripe_charge_id) == (PaymentStatus.PROCESSING, "")  # rolled back
+    # Stripe is back: the listed refund is served from a recorded answer.
+    stripe_env.faults.clear()
+    refund = stripe_object(
+        "refund",
+        id="re_half",
+        amount=300,
+        status="succeeded",
+        charge="ch_half",
+        payment_intent=payment.stripe_payment_intent_id,
+    )
+    stripe_env.fail(
+        "GET",
+        "/v1/refunds",
+        status=200,
+        body={"object": "list", "data": [refund], "has_more": False, "url": "/v1/refunds"},
+        times=2,
+    )
+    call_command("replay_webhook_events", "--failed")
+    call_command("replay_webhook_events", "--ids", row.stripe_event_id)
+    payment.refresh_from_db()
+    assert payment.status == PaymentStatus.PARTIALLY_REFUNDED
+    assert Refund.objects.filter(payment=payment).count() == 1
+    assert WebhookEvent.objects.get(pk=row.pk).status == "processed"
+
+
+def test_replay_needs_a_selection():
+    from django.core.management.base import CommandError
+
+    with pytest.raises(CommandError):
+        call_command("replay_webhook_events")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_fifty_concurrent_deliveries(django_capture_on_commit_callbacks):
+    payment = _open_payment(status=PaymentStatus.PROCESSING)
+    event = _intent_event(payment)
+    payload = json.dumps(event).encode()
+    statuses: list[int] = []
+    barrier = threading.Barrier(50)
+
+    def post():
+        try:
+            barrier.wait()
+            response = Client().post(
+                "/api/webhooks/stripe/",
+                data=payload,
+                content_type="application/json",
+                HTTP_STRIPE_SIGNATURE=sign_payload(payload, "whsec_test_primary"),
+            )
+            statuses.append(response.status_code)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=post) for _ in range(50)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(statuses) == 50 and all(200 <= s < 300 for s in statuses)
+    assert WebhookEvent.objects.count() == 1
+    row_id = WebhookEvent.objects.get().pk
+
+    with Signals(payment_succeeded) as got:
+        barrier2 = threading.Barrier(8)
+
+        def process():
+            try:
+                barrier2.wait()
+                webhook_event_process(event_id=row_id)
+            finally:
+                connection.close()
+
+        workers = [threading.Thread(target=process) for _ in range(8)]
+        for t in workers:
+            t.start()
+        for t in workers:
+            t.join()
+    assert len(got.received) == 1
+    assert WebhookEvent.objects.get().attempts == 1
+    assert Payment.objects.get(pk=payment.pk).status == PaymentStatus.SUCCEEDED
+
+
+@pytest.mark.emulator
+def test_acknowledgement_does_not_wait_for_slow_work(stripe_env, deliver):
+    payment = _open_payment(status=PaymentStatus.SUCCEEDED, stripe_charge_id="ch_slow")
+    charge = stripe_object(
+        "charge",
+        id="ch_slow",
+        amount=payment.total,
+        amount_refunded=100,
+        currency="usd",
+        status="succeeded",
+        paid=True,
+        payment_intent=payment.stripe_payment_intent_id,
+        refunds=None,
+    )
+    stripe_env.slow_after_forward("GET", "/v1/refunds", delay=1.5)
+    started = time.monotonic()
+    assert deliver(make_event("charge.refunded", charge)).status_code == 200
+    acknowledged = time.monotonic() - started
+    started = time.monotonic()
+    _process_all()
+    processed = time.monotonic() - started
+    assert processed >= 1.5
+    assert acknowledged < processed / 5
+
+
+# Health ------------------------------------------------------------------------------------------------
+
+
+def test_health_reports_backlog_and_failures(client, deliver):
+    assert client.get("/api/webhooks/health/").status_code == 200
+    deliver(_intent_event(_open_payment()))
+    body = client.get("/api/webhooks/health/").json()
+    assert body["pending"] == 1 and body["healthy"] is True and body["last_received_at"]
+    WebhookEvent.objects.update(status="failed", attempts=5)
+    response = client.get("/api/webhooks/health/")
+    assert response.status_code == 503 and response.json()["failed_permanently"] == 1
