@@ -10,3 +10,7 @@ class BookingsConfig(AppConfig):
 
     def ready(self) -> None:
         from bookings import receivers  # noqa: F401  (connects the payment signal receivers)
+        from bookings.exceptions import BookingError
+        from payments.api.errors import register_error
+
+        register_error(BookingError, 409)

@@ -14,7 +14,10 @@ from bookings.exceptions import BookingError, SoldOut
 from bookings.models import Booking, Event
 from payments import money
 from payments import services as payment_services
+from payments.models import Payment
+from payments.policy import refund_allowed
 from payments.services import PaymentResult
+from payments.states import REFUNDABLE_STATUSES
 
 logger = logging.getLogger(__name__)
 
@@ -195,3 +198,27 @@ def booking_checkout(*, booking_id: int, success_url: str, cancel_url: str):
         success_url=success_url,
         cancel_url=cancel_url,
     )
+
+
+def booking_cancel_by_owner(*, booking_id: int, user) -> Booking:
+    """The booker cancels: an unpaid booking releases its seats; a paid one is refunded first.
+
+    The refund follows the payments refund policy (within the window, up to the owner's limit).
+    """
+    booking = Booking.objects.select_related("event").get(pk=booking_id, user=user)
+    if booking.status in (Booking.Status.CANCELLED, Booking.Status.EXPIRED):
+        return booking
+    payments = Payment.objects.for_payable(booking)
+    for open_payment in payments.open():
+        payment_services.payment_cancel(payment=open_payment)
+    paid = payments.filter(status__in=REFUNDABLE_STATUSES).first()
+    if paid is not None:
+        allowed, limit = refund_allowed(user=user, payment=paid, starts_at=booking.event.starts_at)
+        if not allowed or limit <= 0:
+            raise BookingError(
+                "This booking can no longer be cancelled with a refund.", code="refund_window_closed"
+            )
+        payment_services.refund_create(
+            payment=paid, amount=limit, reason="requested_by_customer", requested_by=user
+        )
+    return booking_cancel(booking_id=booking.pk)

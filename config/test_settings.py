@@ -12,6 +12,7 @@ if DATABASES["default"]["ENGINE"] != "django.db.backends.postgresql":
     raise RuntimeError("The tests run on PostgreSQL: set DATABASE_URL to a postgres:// URL.")
 
 DEBUG = False
+SECRET_KEY = "test-only-signing-key-that-is-long-enough-for-hs256"
 INSTALLED_APPS = [*INSTALLED_APPS, "tests.payable_app"]
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"
@@ -28,3 +29,10 @@ PAYMENTS = {
 # A Redis database of the tests' own, emptied at the start of each run.
 CELERY_BROKER_URL = os.environ.get("TEST_CELERY_BROKER_URL", "redis://127.0.0.1:6379/15")
 CELERY_RUN_INLINE_WITHOUT_BROKER = False
+
+CACHES = {
+    "default": {
+        "BACKEND": "django.core.cache.backends.redis.RedisCache",
+        "LOCATION": os.environ.get("TEST_CACHE_URL", "redis://127.0.0.1:6379/14"),
+    }
+}

@@ -87,3 +87,11 @@ class WebhookSignatureError(PaymentError):
     code = "invalid_signature"
     default_message = "The webhook signature could not be verified."
     http_status = 400
+
+
+class NotFound(PaymentError):
+    """The object does not exist, or does not belong to the caller (never say which)."""
+
+    code = "not_found"
+    default_message = "Not found."
+    http_status = 404

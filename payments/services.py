@@ -23,6 +23,7 @@ from payments.conf import payments_settings
 from payments.exceptions import (
     CardError,
     IllegalTransition,
+    NotFound,
     PaymentError,
     ProviderError,
     RefundNotAllowed,
@@ -139,7 +140,7 @@ def payment_methods_list(*, user) -> list[PaymentMethodInfo]:
 def payment_method_detach(*, user, payment_method_id: str) -> None:
     """Remove one of the user's saved cards; a card that is not theirs is 'not found'."""
     if payment_method_id not in {m.id for m in payment_methods_list(user=user)}:
-        raise PaymentError("No such saved card.", code="not_found")
+        raise NotFound("No such saved card.")
     get_gateway().detach_payment_method(payment_method_id, idempotency_key=f"detach:{payment_method_id}")
     logger.info("payment method detached", extra={"user_id": user.pk, "payment_method": payment_method_id})
 
@@ -359,6 +360,24 @@ def payment_cancel(*, payment: Payment) -> Payment:
             raise IllegalTransition("The payment could not be canceled: it is already being paid.")
         return synced or payment
     return payment_transition(payment=payment, status=PaymentStatus.CANCELED)
+
+
+def payment_refresh(*, payment: Payment) -> Payment:
+    """Ask the provider about a payment that is still moving; settled ones are returned as they are."""
+    payment = Payment.objects.get(pk=payment.pk)
+    gateway = get_gateway()
+    if payment.status in OPEN_STATUSES and payment.stripe_payment_intent_id:
+        return (
+            payment_sync_intent(intent=gateway.retrieve_intent(payment.stripe_payment_intent_id)) or payment
+        )
+    if payment.status in OPEN_STATUSES and payment.stripe_checkout_session_id:
+        return (
+            payment_sync_checkout(
+                session=gateway.retrieve_checkout_session(payment.stripe_checkout_session_id)
+            )
+            or payment
+        )
+    return payment
 
 
 # Hosted checkout ------------------------------------------------------------------------

@@ -72,6 +72,7 @@ def celery_worker_thread(transactional_db):
 
     from config.celery import app
 
+    app.control.purge()  # tasks left by earlier tests name rows that no longer exist
     with start_worker(
         app, pool="solo", perform_ping_check=False, shutdown_timeout=10, loglevel="WARNING"
     ) as worker:
@@ -89,3 +90,11 @@ def wait_for(condition, *, timeout: float = 15.0, interval: float = 0.1, message
             return value
         time.sleep(interval)
     pytest.fail(f"timed out after {timeout}s waiting for {message}")
+
+
+@pytest.fixture(autouse=True)
+def _fresh_cache():
+    """Throttle counters live in the shared Redis cache: each test starts with none."""
+    from django.core.cache import cache
+
+    cache.clear()

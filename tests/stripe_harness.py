@@ -51,6 +51,10 @@ UNSUPPORTED_PARAMS: dict[tuple[str, str], tuple[str, ...]] = {
 # Keep localstripe's store in memory only: no shared pickle file between runs.
 ls_resources.Store.dump_to_disk = lambda self: None
 ls_resources.Store.try_load_from_disk = lambda self: None
+# localstripe draws ids from the global `random`, which Hypothesis reseeds for each example;
+# in-process that makes ids repeat (localstripe then answers 409). Draw them independently.
+_ID_ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"
+ls_resources.random_id = lambda n: "".join(secrets.choice(_ID_ALPHABET) for _ in range(n))
 
 
 def stripe_object(name: str, **overrides: Any) -> dict[str, Any]:

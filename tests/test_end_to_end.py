@@ -19,10 +19,10 @@ def test_emulator_webhook_confirms_the_booking(stripe_env, live_server, celery_w
         # The browser confirms with Stripe.js: our server hears of it only through the webhook.
         stripe_env.api("POST", f"/v1/payment_intents/{started.intent.id}/confirm")
         wait_for(
-            lambda: WebhookEvent.objects.filter(type="payment_intent.succeeded", status="processed").exists(),
-            message="the payment_intent.succeeded webhook to be processed",
+            lambda: Booking.objects.get(pk=booking.pk).status == Booking.Status.CONFIRMED,
+            message="the booking to be confirmed by the processed webhook",
         )
-    booking.refresh_from_db()
-    assert booking.status == Booking.Status.CONFIRMED
+    event = WebhookEvent.objects.get(type="payment_intent.succeeded", payload__data__object__id=started.intent.id)
+    assert event.status == "processed" and event.attempts == 1
     payment = Payment.objects.get(object_id=str(booking.pk))
     assert payment.status == "succeeded"

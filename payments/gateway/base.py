@@ -293,6 +293,10 @@ class PaymentGateway(ABC):
         """Events newest first (items are EventInfo)."""
 
     @abstractmethod
+    def check_reachable(self) -> None:
+        """Make one cheap read; raise ProviderUnavailable when the provider does not answer."""
+
+    @abstractmethod
     def event_from_payload(self, payload: dict[str, Any]) -> EventInfo:
         """Read a stored event payload (as verify_webhook accepted it) back into an EventInfo."""
 

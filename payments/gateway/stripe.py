@@ -117,7 +117,7 @@ def _translate(exc: stripe.StripeError) -> PaymentError:
             http_status=400,
         )
     status = getattr(exc, "http_status", None) or 0
-    return ProviderUnavailable(code="provider_error") if status >= 500 else ProviderError()
+    return ProviderUnavailable() if status >= 500 else ProviderError()
 
 
 class StripeGateway(PaymentGateway):
@@ -282,6 +282,9 @@ class StripeGateway(PaymentGateway):
             card_last4=card.get("last4") or "",
             refunds=refunds,
         )
+
+    def check_reachable(self) -> None:
+        self._call("event.list", self.client.v1.events.list, params={"limit": 1})
 
     def event_from_payload(self, payload: dict[str, Any]) -> EventInfo:
         return self._event_info(payload)

@@ -1,0 +1,1 @@
+"""The booking API: events, bookings, and the payment endpoints nested under a booking."""

@@ -1,0 +1,26 @@
+"""Throttles for endpoints that create payments or refunds, per user, on the shared cache."""
+
+from django.conf import settings
+from rest_framework.throttling import SimpleRateThrottle
+
+
+class PaymentRateThrottle(SimpleRateThrottle):
+    """At most REST_FRAMEWORK['DEFAULT_THROTTLE_RATES']['payments'] per user (read at each request)."""
+
+    scope = "payments"
+
+    def get_rate(self):
+        return settings.REST_FRAMEWORK["DEFAULT_THROTTLE_RATES"][self.scope]
+
+    def get_cache_key(self, request, view):
+        ident = request.user.pk if request.user and request.user.is_authenticated else self.get_ident(request)
+        return self.cache_format % {"scope": self.scope, "ident": ident}
+
+
+class AuthRateThrottle(PaymentRateThrottle):
+    """Slows down password guessing at the token endpoint, per client address."""
+
+    scope = "auth"
+
+    def get_cache_key(self, request, view):
+        return self.cache_format % {"scope": self.scope, "ident": self.get_ident(request)}
