@@ -22,7 +22,9 @@ def test_emulator_webhook_confirms_the_booking(stripe_env, live_server, celery_w
             lambda: Booking.objects.get(pk=booking.pk).status == Booking.Status.CONFIRMED,
             message="the booking to be confirmed by the processed webhook",
         )
-    event = WebhookEvent.objects.get(type="payment_intent.succeeded", payload__data__object__id=started.intent.id)
+    event = WebhookEvent.objects.get(
+        type="payment_intent.succeeded", payload__data__object__id=started.intent.id
+    )
     assert event.status == "processed" and event.attempts == 1
     payment = Payment.objects.get(object_id=str(booking.pk))
     assert payment.status == "succeeded"
