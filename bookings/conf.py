@@ -4,7 +4,13 @@ from typing import Any
 
 from django.conf import settings
 
-DEFAULTS: dict[str, Any] = {"HOLD_MINUTES": 15, "MAX_SEATS_PER_BOOKING": 10}
+DEFAULTS: dict[str, Any] = {
+    "HOLD_MINUTES": 15,
+    "MAX_SEATS_PER_BOOKING": 10,
+    # Emails: attempts in all, and the first retry delay in seconds (then doubling, jittered).
+    "EMAIL_MAX_ATTEMPTS": 5,
+    "EMAIL_RETRY_DELAY": 30.0,
+}
 
 
 def booking_setting(name: str) -> Any:

@@ -97,3 +97,31 @@ class Booking(models.Model):
     @property
     def payment_description(self) -> str:
         return f"{self.quantity} × {self.event.title} (booking {self.reference})"
+
+
+class EmailLog(models.Model):
+    """One email about a booking, sent at most once per kind (the unique constraint is the guard)."""
+
+    class Status(models.TextChoices):
+        PENDING = "pending", "Pending"
+        SENDING = "sending", "Sending"
+        SENT = "sent", "Sent"
+        FAILED = "failed", "Failed"
+
+    booking = models.ForeignKey(Booking, on_delete=models.CASCADE, related_name="emails")
+    kind = models.CharField(max_length=64, help_text="What the email is about, e.g. confirmed or refund:12.")
+    recipient = models.EmailField()
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING, db_index=True)
+    attempts = models.PositiveIntegerField(default=0)
+    last_error = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+    sent_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["booking", "kind"], name="email_once_per_booking_kind")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.kind} email for {self.booking} ({self.status})"

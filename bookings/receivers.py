@@ -9,7 +9,15 @@ from django.dispatch import receiver
 from bookings import services
 from bookings.exceptions import SoldOut
 from bookings.models import Booking
-from payments.signals import payment_canceled, payment_disputed, payment_refunded, payment_succeeded
+from bookings.tasks import send_booking_email
+from payments.queue import enqueue
+from payments.signals import (
+    payment_canceled,
+    payment_disputed,
+    payment_failed,
+    payment_refunded,
+    payment_succeeded,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -29,13 +37,27 @@ def confirm_on_payment(sender, payment, **kwargs) -> None:
         services.booking_confirm(booking_id=booking_id)
     except SoldOut:
         logger.exception("paid booking could not be confirmed", extra={"booking_id": booking_id})
+        return
+    enqueue(send_booking_email, booking_id, "confirmed")
+    enqueue(send_booking_email, booking_id, "host_confirmed")
 
 
 @receiver(payment_refunded, dispatch_uid="bookings.cancel_on_full_refund")
-def cancel_on_full_refund(sender, payment, fully_refunded: bool = False, **kwargs) -> None:
+def cancel_on_full_refund(sender, payment, refund=None, fully_refunded: bool = False, **kwargs) -> None:
     booking_id = _booking_id(payment)
-    if booking_id is not None and fully_refunded:
+    if booking_id is None:
+        return
+    if fully_refunded:
         services.booking_cancel(booking_id=booking_id)
+    if refund is not None:
+        enqueue(send_booking_email, booking_id, f"refund:{refund.pk}")
+
+
+@receiver(payment_failed, dispatch_uid="bookings.email_on_failure")
+def email_on_failure(sender, payment, **kwargs) -> None:
+    booking_id = _booking_id(payment)
+    if booking_id is not None:
+        enqueue(send_booking_email, booking_id, f"payment_failed:{payment.pk}")
 
 
 @receiver(payment_canceled, dispatch_uid="bookings.release_on_expired_checkout")

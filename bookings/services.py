@@ -14,10 +14,11 @@ from bookings.exceptions import BookingError, SoldOut
 from bookings.models import Booking, Event
 from payments import money
 from payments import services as payment_services
+from payments.exceptions import IllegalTransition, ProviderError
 from payments.models import Payment
 from payments.policy import refund_allowed
 from payments.services import PaymentResult
-from payments.states import REFUNDABLE_STATUSES
+from payments.states import PAID_STATUSES, REFUNDABLE_STATUSES
 
 logger = logging.getLogger(__name__)
 
@@ -222,3 +223,27 @@ def booking_cancel_by_owner(*, booking_id: int, user) -> Booking:
             payment=paid, amount=limit, reason="requested_by_customer", requested_by=user
         )
     return booking_cancel(booking_id=booking.pk)
+
+
+def booking_expire_due() -> dict[str, int]:
+    """Expire unpaid bookings past their hold: cancel their open intents, release their seats.
+
+    A booking whose payment is already going through (or whose cancel Stripe did not answer)
+    is left for the next run.
+    """
+    outcome = {"expired": 0, "skipped": 0}
+    due = Booking.objects.filter(status=Booking.Status.PENDING, expires_at__lte=timezone.now()).order_by("pk")
+    for booking in due[:500]:
+        if Payment.objects.for_payable(booking).filter(status__in=PAID_STATUSES).exists():
+            # Paid just now: the success signal confirms it; never release paid seats.
+            outcome["skipped"] += 1
+            continue
+        try:
+            for open_payment in Payment.objects.for_payable(booking).open():
+                payment_services.payment_cancel(payment=open_payment, reason="expired")
+        except (IllegalTransition, ProviderError):
+            outcome["skipped"] += 1
+            continue
+        booking_expire(booking_id=booking.pk)
+        outcome["expired"] += 1
+    return outcome

@@ -155,7 +155,11 @@ CELERY_TASK_PUBLISH_RETRY_POLICY = {"max_retries": 2, "interval_start": 0.1, "in
 CELERY_MAX_RETRY_COUNTDOWN = env("CELERY_MAX_RETRY_COUNTDOWN", default=900, cast=int)
 # Without a reachable broker (development only), run tasks in-process after commit.
 CELERY_RUN_INLINE_WITHOUT_BROKER = env("CELERY_RUN_INLINE_WITHOUT_BROKER", default=DEBUG, cast=bool)
-CELERY_BEAT_SCHEDULE: dict = {}
+CELERY_BEAT_SCHEDULE = {
+    "expire-booking-holds": {"task": "bookings.tasks.expire_booking_holds", "schedule": 60.0},
+    "expire-stale-payments": {"task": "payments.tasks.expire_stale_payments", "schedule": 600.0},
+    "sweep-webhook-events": {"task": "payments.tasks.sweep_webhook_events", "schedule": 300.0},
+}
 
 CACHES = {
     "default": {

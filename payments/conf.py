@@ -37,6 +37,9 @@ DEFAULTS: dict[str, Any] = {
     "WEBHOOK_TOLERANCE": 300,
     "WEBHOOK_MAX_ATTEMPTS": 5,
     "CHECKOUT_EXPIRES_AFTER": timedelta(minutes=30),
+    # Background work: open attempts older than this are canceled; refunds retried this often.
+    "OPEN_PAYMENT_TTL": timedelta(hours=2),
+    "REFUND_RETRY_ATTEMPTS": 8,
 }
 
 

@@ -33,8 +33,9 @@ def _send(task, args) -> None:
         logger.exception("could not enqueue task", extra={"task": task.name, "task_args": args})
 
 
-def backoff(attempt: int, *, base: float = 5.0) -> int:
-    """Seconds before retry number `attempt` (1-based): exponential, jittered, capped."""
-    cap = getattr(settings, "CELERY_MAX_RETRY_COUNTDOWN", 900)
+def backoff(attempt: int, *, base: float = 5.0) -> float:
+    """Seconds before retry number `attempt` (1-based): base × 2^(attempt-1), jittered to 50-100 %,
+    capped at CELERY_MAX_RETRY_COUNTDOWN (which stays below the broker's visibility timeout)."""
+    cap = float(getattr(settings, "CELERY_MAX_RETRY_COUNTDOWN", 900))
     delay = min(base * (2 ** (attempt - 1)), cap)
-    return int(max(1, min(delay * (0.5 + random.random() / 2), cap)))  # noqa: S311
+    return round(min(delay * (0.5 + random.random() / 2), cap), 3)  # noqa: S311 - jitter, not security

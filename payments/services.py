@@ -77,7 +77,8 @@ def _log_extra(payment: Payment, **fields) -> dict:
 
 
 def _send_on_commit(signal, **kwargs) -> None:
-    transaction.on_commit(lambda: signal.send(sender=Payment, **kwargs))
+    # robust: a failing receiver (an email that cannot be queued) is logged, never undoes the payment.
+    transaction.on_commit(lambda: signal.send_robust(sender=Payment, **kwargs) and None, robust=True)
 
 
 def _lock_payment(payment_id: int) -> Payment:
@@ -339,8 +340,11 @@ def payment_retry(*, payment: Payment, payment_method_id: str) -> PaymentResult:
     )
 
 
-def payment_cancel(*, payment: Payment) -> Payment:
-    """Cancel an unpaid attempt, at the provider too; a paid one raises IllegalTransition."""
+def payment_cancel(*, payment: Payment, reason: str = "") -> Payment:
+    """Cancel an unpaid attempt, at the provider too; a paid one raises IllegalTransition.
+
+    `reason` travels with the payment_canceled signal ("expired" releases a booking's seats).
+    """
     payment = Payment.objects.get(pk=payment.pk)
     if payment.status == PaymentStatus.CANCELED:
         return payment
@@ -355,11 +359,29 @@ def payment_cancel(*, payment: Payment) -> Payment:
             if error.retryable:
                 raise
             intent = gateway.retrieve_intent(payment.stripe_payment_intent_id)
-        synced = payment_sync_intent(intent=intent)
+        synced = payment_sync_intent(intent=intent, reason=reason)
         if synced is not None and synced.status != PaymentStatus.CANCELED:
             raise IllegalTransition("The payment could not be canceled: it is already being paid.")
         return synced or payment
-    return payment_transition(payment=payment, status=PaymentStatus.CANCELED)
+    with transaction.atomic():
+        locked = _lock_payment(payment.pk)
+        _set_status(locked, PaymentStatus.CANCELED, reason=reason)
+    return locked
+
+
+def payments_expire_stale(*, older_than) -> dict[str, int]:
+    """Cancel open attempts untouched for `older_than` (a timedelta); returns what happened."""
+    cutoff = timezone.now() - older_than
+    outcome = {"canceled": 0, "skipped": 0}
+    for payment in Payment.objects.open().filter(updated_at__lt=cutoff).order_by("pk")[:500]:
+        try:
+            payment_cancel(payment=payment, reason="expired")
+            outcome["canceled"] += 1
+        except (IllegalTransition, ProviderError) as error:
+            # Paid meanwhile, or Stripe unreachable: the next run looks again.
+            outcome["skipped"] += 1
+            logger.info("stale payment not canceled", extra=_log_extra(payment, error_code=error.code))
+    return outcome
 
 
 def payment_refresh(*, payment: Payment) -> Payment:
@@ -498,7 +520,9 @@ def payment_sync_checkout(*, session: CheckoutInfo, failed: bool = False) -> Pay
 
 
 @transaction.atomic
-def payment_sync_intent(*, intent: IntentInfo, payment_id: int | None = None) -> Payment | None:
+def payment_sync_intent(
+    *, intent: IntentInfo, payment_id: int | None = None, reason: str = ""
+) -> Payment | None:
     """Apply the provider's view of an intent, only ever moving the payment forward.
 
     Used after every provider call, by webhooks and by reconciliation. Returns None
@@ -535,7 +559,7 @@ def payment_sync_intent(*, intent: IntentInfo, payment_id: int | None = None) ->
         payment.save()
         return payment
     if target != payment.status and can_transition(payment.status, target):
-        _set_status(payment, target)
+        _set_status(payment, target, reason=reason)
         if target == PaymentStatus.SUCCEEDED:
             # Refunds that arrived before the success now count.
             _settle_refunds(payment, None, notify=False)
@@ -582,9 +606,23 @@ def _reserve_refund(*, payment_id: int, amount: int | None, reason: str, request
 def refund_create(
     *, payment: Payment, amount: int | None = None, reason: str = "", requested_by=None
 ) -> Refund:
-    """Refund `amount` (all that is left when None) of a paid payment; never more than was paid."""
+    """Refund `amount` (all that is left when None) of a paid payment; never more than was paid.
+
+    When Stripe cannot be reached the refund stays pending (its amount reserved) and a task
+    submits it later with the same idempotency key; the pending refund is returned.
+    """
+    from payments.queue import enqueue
+    from payments.tasks import retry_refund
+
     refund = _reserve_refund(payment_id=payment.pk, amount=amount, reason=reason, requested_by=requested_by)
-    return refund_submit(refund=refund)
+    try:
+        return refund_submit(refund=refund)
+    except ProviderError as error:
+        if not error.retryable:
+            raise
+        enqueue(retry_refund, refund.pk)
+        logger.warning("refund deferred: provider unavailable", extra={"refund_id": refund.pk})
+        return Refund.objects.get(pk=refund.pk)
 
 
 def refund_submit(*, refund: Refund) -> Refund:
@@ -608,6 +646,11 @@ def refund_submit(*, refund: Refund) -> Refund:
             _fail_refund(refund.pk, error.message)
         raise
     return refund_sync(info=info, refund_id=refund.pk)
+
+
+def refund_give_up(*, refund_id: int, reason: str) -> None:
+    """After the last retry: mark a never-submitted refund failed so staff see it."""
+    _fail_refund(refund_id, f"Gave up: {reason}")
 
 
 @transaction.atomic
@@ -649,8 +692,10 @@ def refund_sync(*, info: RefundInfo, refund_id: int | None = None) -> Refund | N
     else:
         refund = Refund.objects.select_for_update().get(pk=refund.pk)
         refund.stripe_refund_id = refund.stripe_refund_id or info.id
-        if refund.status not in (RefundStatus.SUCCEEDED, RefundStatus.FAILED, RefundStatus.CANCELED) or (
-            refund.status == RefundStatus.SUCCEEDED and info.status == RefundStatus.FAILED
+        # Stripe is the truth, except that a settled refund never goes back to pending.
+        if info.status not in (RefundStatus.PENDING, RefundStatus.REQUIRES_ACTION) or refund.status in (
+            RefundStatus.PENDING,
+            RefundStatus.REQUIRES_ACTION,
         ):
             refund.status = info.status
         refund.failure_reason = info.failure_reason or refund.failure_reason

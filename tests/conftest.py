@@ -65,18 +65,27 @@ def deliver(client):
     return post
 
 
-@pytest.fixture
-def celery_worker_thread(transactional_db):
-    """A real Celery worker (solo pool, in this process) consuming the tests' Redis broker."""
+@pytest.fixture(scope="session")
+def _celery_worker_for_the_run():
+    """One real Celery worker (solo pool, in this process) for the whole run: Celery's test
+    worker cannot be started a second time in one process."""
     from celery.contrib.testing.worker import start_worker
 
     from config.celery import app
 
-    app.control.purge()  # tasks left by earlier tests name rows that no longer exist
     with start_worker(
         app, pool="solo", perform_ping_check=False, shutdown_timeout=10, loglevel="WARNING"
     ) as worker:
         yield worker
+
+
+@pytest.fixture
+def celery_worker_thread(transactional_db, _celery_worker_for_the_run):
+    """The run's worker, consuming the tests' Redis broker, with nothing left queued from before."""
+    from config.celery import app
+
+    app.control.purge()  # tasks left by earlier tests name rows that no longer exist
+    return _celery_worker_for_the_run
 
 
 def wait_for(condition, *, timeout: float = 15.0, interval: float = 0.1, message: str = "condition"):

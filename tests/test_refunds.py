@@ -8,7 +8,7 @@ from django.db import connection
 from bookings.models import Booking
 from bookings.services import booking_pay
 from payments import services
-from payments.exceptions import ProviderUnavailable, RefundNotAllowed
+from payments.exceptions import RefundNotAllowed
 from payments.models import Payment, Refund
 from payments.signals import payment_refunded
 from payments.states import PaymentStatus, RefundStatus
@@ -86,22 +86,50 @@ def test_non_positive_refund_is_refused(stripe_env, amount):
         services.refund_create(payment=payment, amount=amount)
 
 
-def test_unreachable_stripe_keeps_the_refund_pending_for_a_retry(stripe_env):
+def test_unreachable_stripe_keeps_the_refund_pending_for_a_retry(
+    stripe_env, django_capture_on_commit_callbacks
+):
+    from celery.signals import before_task_publish
+
     payment = _paid(stripe_env)
     stripe_env.fail("POST", "/v1/refunds", status=503, times=4)
-    with pytest.raises(ProviderUnavailable):
-        services.refund_create(payment=payment, amount=1000)
-    refund = Refund.objects.get(payment=payment)
+    published = []
+
+    def record(sender=None, headers=None, body=None, **kwargs):
+        published.append((sender, list(body[0])))
+
+    before_task_publish.connect(record, weak=False)
+    try:
+        with django_capture_on_commit_callbacks(execute=True):
+            refund = services.refund_create(payment=payment, amount=1000)
+    finally:
+        before_task_publish.disconnect(record)
     assert refund.status == RefundStatus.PENDING and not refund.stripe_refund_id
+    assert published == [("payments.tasks.retry_refund", [refund.pk])]  # queued on Redis for a worker
     # The balance stays reserved while the refund is pending.
     with pytest.raises(RefundNotAllowed):
         services.refund_create(payment=payment, amount=payment.total - 999)
-    services.refund_submit(refund=refund)
+    from payments.tasks import retry_refund
+
+    assert retry_refund.apply(args=[refund.pk]).get() == RefundStatus.SUCCEEDED
     refund.refresh_from_db()
     assert refund.status == RefundStatus.SUCCEEDED
     keys = {c.idempotency_key for c in stripe_env.calls("POST", "/v1/refunds")}
     assert keys == {refund.idempotency_key}
     assert len(_stripe_refunds(stripe_env, payment)) == 1
+
+
+def test_refund_retry_gives_up_visibly(stripe_env, settings):
+    from payments.tasks import retry_refund
+
+    settings.PAYMENTS = {**settings.PAYMENTS, "REFUND_RETRY_ATTEMPTS": 1}
+    payment = _paid(stripe_env)
+    stripe_env.fail("POST", "/v1/refunds", status=503, times=20)
+    refund = services.refund_create(payment=payment, amount=1000)
+    assert retry_refund.apply(args=[refund.pk]).get() == "failed"
+    refund.refresh_from_db()
+    assert refund.status == RefundStatus.FAILED and refund.failure_reason.startswith("Gave up")
+    assert payment.refundable_amount() == payment.total  # the reserved amount is released
 
 
 def test_refund_made_in_the_dashboard_is_imported(stripe_env):

@@ -348,14 +348,14 @@ def test_replay_needs_a_selection():
 
 
 @pytest.mark.django_db(transaction=True)
-def test_fifty_concurrent_deliveries(django_capture_on_commit_callbacks):
+def test_fifty_concurrent_deliveries():
+    """50 deliveries at once, then processing raced by 8 threads (and any worker that is running)."""
     payment = _open_payment(status=PaymentStatus.PROCESSING)
     event = _intent_event(payment)
     payload = json.dumps(event).encode()
     statuses: list[int] = []
-    barrier = threading.Barrier(50)
 
-    def post():
+    def post(barrier):
         try:
             barrier.wait()
             response = Client().post(
@@ -368,32 +368,29 @@ def test_fifty_concurrent_deliveries(django_capture_on_commit_callbacks):
         finally:
             connection.close()
 
-    threads = [threading.Thread(target=post) for _ in range(50)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert len(statuses) == 50 and all(200 <= s < 300 for s in statuses)
-    assert WebhookEvent.objects.count() == 1
-    row_id = WebhookEvent.objects.get().pk
+    def process(barrier, row_id):
+        try:
+            barrier.wait()
+            webhook_event_process(event_id=row_id)
+        finally:
+            connection.close()
+
+    def run_all(target, count, *args):
+        barrier = threading.Barrier(count)
+        threads = [threading.Thread(target=target, args=(barrier, *args)) for _ in range(count)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
 
     with Signals(payment_succeeded) as got:
-        barrier2 = threading.Barrier(8)
-
-        def process():
-            try:
-                barrier2.wait()
-                webhook_event_process(event_id=row_id)
-            finally:
-                connection.close()
-
-        workers = [threading.Thread(target=process) for _ in range(8)]
-        for t in workers:
-            t.start()
-        for t in workers:
-            t.join()
+        run_all(post, 50)
+        assert len(statuses) == 50 and all(200 <= s < 300 for s in statuses)
+        assert WebhookEvent.objects.count() == 1
+        run_all(process, 8, WebhookEvent.objects.get().pk)
     assert len(got.received) == 1
-    assert WebhookEvent.objects.get().attempts == 1
+    row = WebhookEvent.objects.get()
+    assert row.status == "processed" and row.attempts == 1
     assert Payment.objects.get(pk=payment.pk).status == PaymentStatus.SUCCEEDED
 
 

@@ -1,0 +1,31 @@
+"""Celery tasks of the booking site: emails and the expiry of unpaid holds."""
+
+from __future__ import annotations
+
+from celery import shared_task
+
+from bookings.conf import booking_setting
+from payments.queue import backoff
+
+
+@shared_task(bind=True, acks_late=True, max_retries=None)
+def send_booking_email(self, booking_id: int, kind: str) -> str:
+    """Send one booking email once; SMTP failures retry with growing, jittered delays."""
+    from bookings import emails
+
+    try:
+        return emails.email_send(booking_id=booking_id, kind=kind).status
+    except emails.EmailNotSent as exc:
+        attempt = self.request.retries + 1
+        if attempt >= booking_setting("EMAIL_MAX_ATTEMPTS"):
+            emails.email_give_up(booking_id=booking_id, kind=kind, error=str(exc))
+            return "failed"
+        raise self.retry(countdown=backoff(attempt, base=booking_setting("EMAIL_RETRY_DELAY"))) from None
+
+
+@shared_task(acks_late=True)
+def expire_booking_holds() -> dict:
+    """Release the seats of unpaid bookings whose hold ran out (scheduled by beat every minute)."""
+    from bookings import services
+
+    return services.booking_expire_due()

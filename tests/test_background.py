@@ -1,0 +1,193 @@
+"""Background work: emails sent exactly once, retries that back off, tasks only after commit, expiry."""
+
+import json
+import time
+
+import pytest
+from celery.signals import before_task_publish
+from django.core import mail
+from django.db import transaction
+from django.test import Client
+
+from bookings.models import Booking, EmailLog
+from bookings.services import booking_pay
+from bookings.tasks import expire_booking_holds, send_booking_email
+from payments.models import Payment
+from payments.queue import backoff, enqueue
+from payments.states import PaymentStatus
+from tests.conftest import wait_for
+from tests.email_backends import FlakySMTPBackend, WorkerDied
+from tests.factories import BookingFactory, EventFactory, PaymentFactory, UserFactory
+from tests.stripe_harness import make_event, sign_payload, stripe_object
+
+
+class Published:
+    """Records every task published to the broker, with its countdown."""
+
+    def __init__(self):
+        self.tasks = []
+
+    def __enter__(self):
+        before_task_publish.connect(self._record, weak=False)
+        return self
+
+    def __exit__(self, *exc):
+        before_task_publish.disconnect(self._record)
+
+    def _record(self, sender=None, headers=None, body=None, **kwargs):
+        from datetime import datetime
+
+        eta = headers.get("eta")
+        countdown = (datetime.fromisoformat(eta).timestamp() - time.time()) if eta else 0.0
+        self.tasks.append((sender, list(body[0]), countdown))
+
+
+def _paid_booking_payment():
+    host = UserFactory(username="host-anna", email="anna@example.com")
+    booker = UserFactory(username="booker-bob", email="bob@example.com")
+    booking = BookingFactory(user=booker, event=EventFactory(title="Jazz Night", host=host), quantity=2)
+    return PaymentFactory(payable=booking, stripe_payment_intent_id="pi_e2e_email", status="created")
+
+
+@pytest.mark.slow
+@pytest.mark.django_db(transaction=True)
+def test_webhook_to_two_emails_through_a_real_worker(celery_worker_thread, mailoutbox):
+    payment = _paid_booking_payment()
+    intent = stripe_object(
+        "payment_intent",
+        id=payment.stripe_payment_intent_id,
+        amount=payment.total,
+        currency="usd",
+        status="succeeded",
+        metadata={"payment_id": str(payment.pk)},
+    )
+    payload = json.dumps(make_event("payment_intent.succeeded", intent)).encode()
+    response = Client().post(
+        "/api/webhooks/stripe/",
+        data=payload,
+        content_type="application/json",
+        HTTP_STRIPE_SIGNATURE=sign_payload(payload, "whsec_test_primary"),
+    )
+    assert response.status_code == 200
+    wait_for(lambda: len(mail.outbox) >= 2, message="two emails")
+    time.sleep(0.5)  # nothing more should arrive
+    assert len(mail.outbox) == 2
+    by_recipient = {m.to[0]: m for m in mail.outbox}
+    booker, host = by_recipient["bob@example.com"], by_recipient["anna@example.com"]
+    assert booker.subject == "Booking confirmed: Jazz Night"
+    assert "40.00 USD" in booker.body and "1.20 USD" in booker.body and "41.20 USD" in booker.body
+    assert booker.alternatives and "41.20 USD" in booker.alternatives[0][0]
+    assert host.subject == "New booking for Jazz Night"
+    assert "booker-bob" in host.body and "2 seats" in host.body
+    assert Booking.objects.get(pk=payment.object_id).status == "confirmed"
+    assert set(EmailLog.objects.values_list("kind", "status")) == {
+        ("confirmed", "sent"),
+        ("host_confirmed", "sent"),
+    }
+
+
+@pytest.mark.django_db
+def test_email_task_twice_sends_once(mailoutbox):
+    booking = _paid_booking_payment().payable
+    send_booking_email.apply(args=[booking.pk, "confirmed"])
+    send_booking_email.apply(args=[booking.pk, "confirmed"])
+    send_booking_email.apply(args=[booking.pk, "host_confirmed"])
+    assert sorted(m.to[0] for m in mailoutbox) == ["anna@example.com", "bob@example.com"]
+
+
+@pytest.mark.django_db
+def test_crash_between_send_and_commit_does_not_send_again(mailoutbox, settings):
+    booking = _paid_booking_payment().payable
+    settings.EMAIL_BACKEND = "tests.email_backends.SendThenCrashBackend"
+    with pytest.raises(WorkerDied):
+        send_booking_email.run(booking.pk, "confirmed")
+    settings.EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"
+    send_booking_email.apply(args=[booking.pk, "confirmed"])  # the task is delivered again
+    assert len(mailoutbox) == 1
+    log = EmailLog.objects.get(booking=booking, kind="confirmed")
+    assert log.status == "sending" and log.attempts == 1  # left for staff to confirm, never re-sent
+
+
+@pytest.mark.slow
+@pytest.mark.django_db(transaction=True)
+def test_smtp_failing_four_times_then_sent_once(celery_worker_thread, mailoutbox, settings):
+    booking = _paid_booking_payment().payable
+    settings.EMAIL_BACKEND = "tests.email_backends.FlakySMTPBackend"
+    settings.BOOKINGS = {**settings.BOOKINGS, "EMAIL_RETRY_DELAY": 0.2}
+    FlakySMTPBackend.attempts = []
+    with Published() as published:
+        send_booking_email.delay(booking.pk, "confirmed")
+        wait_for(lambda: len(mail.outbox) == 1, timeout=20, message="the email after four SMTP failures")
+    assert len(FlakySMTPBackend.attempts) == 5
+    log = EmailLog.objects.get(booking=booking, kind="confirmed")
+    assert (log.status, log.attempts) == ("sent", 5)
+    retries = [
+        countdown for name, _, countdown in published.tasks if name == "bookings.tasks.send_booking_email"
+    ][1:]
+    assert len(retries) == 4
+    assert retries == sorted(retries) and retries[-1] > 2 * retries[0]
+    gaps = [b - a for a, b in zip(FlakySMTPBackend.attempts, FlakySMTPBackend.attempts[1:], strict=False)]
+    assert gaps[-1] > gaps[0]
+
+
+@pytest.mark.django_db
+def test_email_gives_up_after_the_last_attempt(mailoutbox, settings):
+    booking = _paid_booking_payment().payable
+    settings.EMAIL_BACKEND = "tests.email_backends.FlakySMTPBackend"
+    settings.BOOKINGS = {**settings.BOOKINGS, "EMAIL_MAX_ATTEMPTS": 1}
+    FlakySMTPBackend.attempts = []
+    assert send_booking_email.apply(args=[booking.pk, "confirmed"]).get() == "failed"
+    log = EmailLog.objects.get(booking=booking, kind="confirmed")
+    assert log.status == "failed" and "SMTPServerDisconnected" in log.last_error
+
+
+@pytest.mark.django_db(transaction=True)
+def test_rolled_back_transaction_enqueues_nothing():
+    booking = _paid_booking_payment().payable
+    with Published() as published:
+        with pytest.raises(RuntimeError), transaction.atomic():
+            enqueue(send_booking_email, booking.pk, "confirmed")
+            raise RuntimeError("rolled back")
+        assert published.tasks == []
+        with transaction.atomic():
+            enqueue(send_booking_email, booking.pk, "confirmed")
+            assert published.tasks == []  # not before the commit
+        assert [name for name, _, _ in published.tasks] == ["bookings.tasks.send_booking_email"]
+
+
+def test_every_retry_delay_stays_below_the_visibility_timeout(settings):
+    visibility = settings.CELERY_BROKER_TRANSPORT_OPTIONS["visibility_timeout"]
+    assert visibility > settings.CELERY_MAX_RETRY_COUNTDOWN
+    assert visibility > settings.CELERY_TASK_TIME_LIMIT
+    worst = [
+        backoff(attempt, base=base)
+        for attempt in range(1, 30)
+        for base in (5.0, settings.BOOKINGS.get("EMAIL_RETRY_DELAY", 30.0), 30.0)
+    ]
+    assert max(worst) <= settings.CELERY_MAX_RETRY_COUNTDOWN
+    for entry in settings.CELERY_BEAT_SCHEDULE.values():
+        assert entry["schedule"] < visibility
+
+
+@pytest.mark.emulator
+@pytest.mark.django_db
+def test_expired_hold_releases_seats_and_cancels_the_intent(stripe_env):
+    event = EventFactory(capacity=2)
+    booking = BookingFactory(event=event, quantity=2)
+    started = booking_pay(booking_id=booking.pk)
+    assert event.seats_left() == 0
+    Booking.objects.filter(pk=booking.pk).update(expires_at=booking.created_at)
+    assert expire_booking_holds.apply().get() == {"expired": 1, "skipped": 0}
+    assert Booking.objects.get(pk=booking.pk).status == "expired"
+    assert event.seats_left() == 2
+    assert stripe_env.api("GET", f"/v1/payment_intents/{started.intent.id}")["status"] == "canceled"
+    assert Payment.objects.get(pk=started.payment.pk).status == PaymentStatus.CANCELED
+
+
+@pytest.mark.emulator
+@pytest.mark.django_db
+def test_a_hold_being_paid_is_not_expired(stripe_env):
+    booking = BookingFactory()
+    booking_pay(booking_id=booking.pk, payment_method_id=stripe_env.card(), confirm=True)
+    Booking.objects.filter(pk=booking.pk).update(status="pending", expires_at=booking.created_at)
+    assert expire_booking_holds.apply().get() == {"expired": 0, "skipped": 1}
