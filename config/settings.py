@@ -159,6 +159,7 @@ CELERY_BEAT_SCHEDULE = {
     "expire-booking-holds": {"task": "bookings.tasks.expire_booking_holds", "schedule": 60.0},
     "expire-stale-payments": {"task": "payments.tasks.expire_stale_payments", "schedule": 600.0},
     "sweep-webhook-events": {"task": "payments.tasks.sweep_webhook_events", "schedule": 300.0},
+    "reconcile-payments": {"task": "payments.tasks.reconcile_payments", "schedule": 3600.0},
 }
 
 CACHES = {

@@ -205,3 +205,15 @@ class WebhookEvent(models.Model):
 
     def __str__(self) -> str:
         return f"{self.type} {self.stripe_event_id} ({self.status})"
+
+
+class ReconcileState(models.Model):
+    """Where the last reconciliation started, so the next one reads only what changed since."""
+
+    name = models.CharField(max_length=64, unique=True, default="default")
+    last_started_at = models.DateTimeField(null=True, blank=True)
+    last_finished_at = models.DateTimeField(null=True, blank=True)
+    last_unresolved = models.PositiveIntegerField(default=0)
+
+    def __str__(self) -> str:
+        return f"reconcile {self.name} at {self.last_started_at}"

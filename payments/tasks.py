@@ -70,3 +70,14 @@ def sweep_webhook_events() -> dict:
     if failed:
         logger.error("webhook events failed for good: replay them", extra={"failed": failed})
     return {"requeued": len(stale), "failed": failed}
+
+
+@shared_task(acks_late=True)
+def reconcile_payments() -> dict:
+    """Compare with Stripe since the last run and fix what moved forward (scheduled by beat)."""
+    from payments.reconcile import payments_reconcile
+
+    report = payments_reconcile()
+    if report.unresolved:
+        logger.error("reconciliation found discrepancies", extra={"unresolved": len(report.unresolved)})
+    return {"fixed": len(report.fixed), "unresolved": len(report.unresolved)}

@@ -110,6 +110,10 @@ def _translate(exc: stripe.StripeError) -> PaymentError:
     if isinstance(exc, stripe.AuthenticationError | stripe.PermissionError):
         return ProviderUnavailable("The payment service is not configured correctly.", code="provider_auth")
     if isinstance(exc, stripe.InvalidRequestError):
+        if getattr(exc, "http_status", None) == 404:
+            return ProviderError(
+                "No such object at the payment provider.", code="resource_missing", http_status=404
+            )
         return ProviderError(
             "The payment provider rejected the request.",
             code=code or "invalid_request",
@@ -405,7 +409,7 @@ class StripeGateway(PaymentGateway):
     def list_intents(
         self, *, created_gte: int | None = None, cursor: str | None = None, limit: int = 100
     ) -> Page:
-        params: dict[str, Any] = {"limit": limit, "expand": ["data.payment_method"]}
+        params: dict[str, Any] = {"limit": limit, "expand": ["data.latest_charge"]}
         if created_gte:
             params["created"] = {"gte": created_gte}
         if cursor:
@@ -493,11 +497,18 @@ class StripeGateway(PaymentGateway):
         )
 
     def list_refunds(
-        self, *, intent_id: str | None = None, cursor: str | None = None, limit: int = 100
+        self,
+        *,
+        intent_id: str | None = None,
+        created_gte: int | None = None,
+        cursor: str | None = None,
+        limit: int = 100,
     ) -> Page:
         params: dict[str, Any] = {"limit": limit}
         if intent_id:
             params["payment_intent"] = intent_id
+        if created_gte:
+            params["created"] = {"gte": created_gte}
         if cursor:
             params["starting_after"] = cursor
         result = self._call("refund.list", self.client.v1.refunds.list, params=params)

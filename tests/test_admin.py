@@ -1,0 +1,201 @@
+"""Django admin: refunds through the form behind a permission, read-only records, fast lists."""
+
+import pytest
+from django.contrib.admin.models import LogEntry
+from django.contrib.auth.models import Permission
+from django.contrib.contenttypes.models import ContentType
+from django.test import Client
+
+from bookings.models import Booking
+from bookings.services import booking_pay
+from payments.models import Payment, Refund, WebhookEvent
+from payments.states import PaymentStatus
+from tests.factories import BookingFactory, PaymentFactory, UserFactory
+from tests.stripe_harness import make_event, stripe_object
+
+pytestmark = pytest.mark.django_db
+
+VIEW_PERMS = ["view_payment", "view_refund", "view_webhookevent", "change_webhookevent"]
+
+
+def _staff(*codenames, username="staff"):
+    user = UserFactory(username=username, is_staff=True)
+    user.user_permissions.add(*Permission.objects.filter(codename__in=[*VIEW_PERMS, *codenames]))
+    client = Client()
+    client.force_login(user)
+    return user, client
+
+
+def _paid(stripe, quantity=5):
+    booking = BookingFactory(quantity=quantity)
+    return booking_pay(booking_id=booking.pk, payment_method_id=stripe.card(), confirm=True).payment
+
+
+@pytest.mark.emulator
+def test_staff_with_permission_refunds_forty_percent_through_the_form(stripe_env):
+    payment = _paid(stripe_env)  # 100.00 + 3.00 fee = 103.00
+    user, client = _staff("refund_payment")
+    url = f"/admin/payments/payment/{payment.pk}/refund/"
+    form = client.get(url)
+    assert form.status_code == 200 and b'value="103.00"' in form.content
+    amount = "41.20"  # 40 %
+    review = client.post(url, {"amount": amount, "reason": "requested_by_customer"})
+    assert review.status_code == 200 and b"Refund 41.20 USD" in review.content
+    assert stripe_env.calls("POST", "/v1/refunds") == []  # nothing before the confirmation
+    done = client.post(url, {"amount": amount, "reason": "requested_by_customer", "confirmed": "yes"})
+    assert done.status_code == 302
+    refund = Refund.objects.get(payment=payment)
+    assert (refund.amount, refund.requested_by) == (4120, user)
+    at_stripe = stripe_env.api("GET", "/v1/refunds", payment_intent=payment.stripe_payment_intent_id)["data"]
+    assert [r["amount"] for r in at_stripe] == [4120]
+    assert Payment.objects.get(pk=payment.pk).status == PaymentStatus.PARTIALLY_REFUNDED
+    entry = LogEntry.objects.get(
+        object_id=str(payment.pk), content_type=ContentType.objects.get_for_model(Payment)
+    )
+    assert entry.user == user
+    assert "41.20 USD" in entry.change_message and refund.stripe_refund_id in entry.change_message
+    page = client.get(f"/admin/payments/payment/{payment.pk}/change/", follow=True)
+    assert b"41.20 USD" in page.content
+
+
+@pytest.mark.emulator
+def test_staff_without_permission_gets_403_and_no_stripe_call(stripe_env):
+    payment = _paid(stripe_env)
+    stripe_env.requests.clear()
+    _, client = _staff(username="no-refunds")
+    url = f"/admin/payments/payment/{payment.pk}/refund/"
+    assert client.get(url).status_code == 403
+    assert client.post(url, {"amount": "1.00", "reason": "duplicate", "confirmed": "yes"}).status_code == 403
+    assert stripe_env.calls() == []
+    assert not Refund.objects.exists()
+
+
+@pytest.mark.emulator
+def test_refund_form_refuses_too_much(stripe_env):
+    payment = _paid(stripe_env, quantity=1)
+    _, client = _staff("refund_payment")
+    response = client.post(
+        f"/admin/payments/payment/{payment.pk}/refund/",
+        {"amount": "999.00", "reason": "duplicate", "confirmed": "yes"},
+    )
+    assert response.status_code == 200 and b"at most 20.60 USD" in response.content
+    assert stripe_env.calls("POST", "/v1/refunds") == []
+
+
+@pytest.mark.emulator
+def test_bulk_full_refund_with_confirmation(stripe_env):
+    first, second = _paid(stripe_env, quantity=1), _paid(stripe_env, quantity=2)
+    _, client = _staff("refund_payment")
+    data = {"action": "refund_in_full", "_selected_action": [first.pk, second.pk]}
+    page = client.post("/admin/payments/payment/", data)
+    assert page.status_code == 200 and b"refunded in full" in page.content
+    assert not Refund.objects.exists()
+    client.post("/admin/payments/payment/", {**data, "confirmed": "yes"})
+    assert set(Payment.objects.values_list("status", flat=True)) == {PaymentStatus.REFUNDED}
+    assert len(stripe_env.api("GET", "/v1/refunds")["data"]) == 2
+
+
+def test_bulk_refund_action_needs_the_permission():
+    payment = PaymentFactory(status="succeeded")
+    _, client = _staff(username="viewer")
+    page = client.get("/admin/payments/payment/")
+    assert b"refund_in_full" not in page.content
+    response = client.post(
+        "/admin/payments/payment/", {"action": "refund_in_full", "_selected_action": [payment.pk]}
+    )
+    assert not Refund.objects.exists()
+    assert response.status_code in (200, 302)
+
+
+def test_records_cannot_be_deleted_or_edited():
+    payment = PaymentFactory(status="succeeded", stripe_payment_intent_id="pi_admin_1")
+    admin_user = UserFactory(username="root", is_staff=True, is_superuser=True)
+    client = Client()
+    client.force_login(admin_user)
+    assert client.get(f"/admin/payments/payment/{payment.pk}/delete/").status_code == 403
+    client.post(f"/admin/payments/payment/{payment.pk}/change/", {"total": 1, "status": "refunded"})
+    payment.refresh_from_db()
+    assert (payment.total, payment.status) == (2060, "succeeded")
+    assert client.get("/admin/payments/payment/add/").status_code == 403
+    page = client.get(f"/admin/payments/payment/{payment.pk}/change/")
+    assert b"dashboard.stripe.com/test/payments/pi_admin_1" in page.content
+
+
+def test_webhook_events_replay_action():
+    payment = PaymentFactory(stripe_payment_intent_id="pi_replay", status="processing")
+    intent = stripe_object(
+        "payment_intent",
+        id="pi_replay",
+        amount=payment.total,
+        currency="usd",
+        status="succeeded",
+        metadata={"payment_id": str(payment.pk)},
+    )
+    event = make_event("payment_intent.succeeded", intent)
+    row = WebhookEvent.objects.create(
+        stripe_event_id=event["id"],
+        type=event["type"],
+        payload=event,
+        status="failed",
+        attempts=5,
+        last_error="boom",
+    )
+    _, client = _staff()
+    listing = client.get("/admin/payments/webhookevent/?status__exact=failed")
+    assert event["id"].encode() in listing.content
+    client.post("/admin/payments/webhookevent/", {"action": "replay", "_selected_action": [row.pk]})
+    row.refresh_from_db()
+    assert row.status == "processed"
+    assert Payment.objects.get(pk=payment.pk).status == PaymentStatus.SUCCEEDED
+
+
+def test_search_by_stripe_id_email_and_booking_reference():
+    booking = BookingFactory(user=UserFactory(email="searchme@example.com"))
+    payment = PaymentFactory(
+        payable=booking,
+        stripe_payment_intent_id="pi_findme",
+        description=f"1 × Show (booking {booking.reference})",
+    )
+    PaymentFactory()
+    _, client = _staff()
+    for term in ("pi_findme", "searchme@example.com", booking.reference):
+        page = client.get("/admin/payments/payment/", {"q": term})
+        assert page.context["cl"].result_list[0].pk == payment.pk and len(page.context["cl"].result_list) == 1
+
+
+@pytest.mark.slow
+def test_payment_list_with_100000_payments_takes_a_bounded_number_of_queries(django_assert_max_num_queries):
+    from django.db import connection
+
+    owners = [UserFactory() for _ in range(20)]
+    content_type = ContentType.objects.get_for_model(Booking)
+    batch = []
+    for i in range(100_000):
+        batch.append(
+            Payment(
+                content_type=content_type,
+                object_id=str(i),
+                owner=owners[i % 20],
+                subtotal=2000,
+                fee=60,
+                total=2060,
+                currency="usd",
+                status="succeeded",
+                attempt=1,
+                idempotency_key=f"load-{i}",
+                stripe_payment_intent_id=f"pi_load_{i}",
+                description=f"booking {i}",
+            )
+        )
+        if len(batch) == 10_000:
+            Payment.objects.bulk_create(batch)
+            batch = []
+    with connection.cursor() as cursor:
+        cursor.execute("ANALYZE payments_payment")
+    _, client = _staff()
+    with django_assert_max_num_queries(12):
+        page = client.get("/admin/payments/payment/")
+    assert page.status_code == 200 and len(page.context["cl"].result_list) == 100
+    with django_assert_max_num_queries(12):
+        filtered = client.get("/admin/payments/payment/", {"status__exact": "succeeded", "q": "pi_load_777"})
+    assert [p.stripe_payment_intent_id for p in filtered.context["cl"].result_list] == ["pi_load_777"]
