@@ -5,7 +5,6 @@ from __future__ import annotations
 from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin.models import CHANGE, LogEntry
-from django.contrib.contenttypes.models import ContentType
 from django.core.exceptions import PermissionDenied
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.core.paginator import Paginator
@@ -223,12 +222,11 @@ class PaymentAdmin(ReadOnlyAdmin):
         ]
 
     def _log_refund(self, request, payment: Payment, refund: Refund) -> None:
-        LogEntry.objects.log_action(
+        LogEntry.objects.log_actions(
             user_id=request.user.pk,
-            content_type_id=ContentType.objects.get_for_model(Payment).pk,
-            object_id=payment.pk,
-            object_repr=str(payment),
+            queryset=[payment],
             action_flag=CHANGE,
+            single_object=True,
             change_message=(
                 f"Refunded {money.format_amount(refund.amount, refund.currency)} (refund {refund.pk}, "
                 f"Stripe {refund.stripe_refund_id or 'pending'}, reason {refund.reason})."
