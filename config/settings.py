@@ -52,6 +52,7 @@ TEMPLATES = [
                 "django.template.context_processors.request",
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
+                "bookings.context_processors.site",
             ],
         },
     },
@@ -84,6 +85,7 @@ USE_TZ = True
 
 STATIC_URL = "static/"
 STATIC_ROOT = BASE_DIR / "staticfiles"
+AUTHENTICATION_BACKENDS = ["django.contrib.auth.backends.ModelBackend"]
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "/"
 LOGOUT_REDIRECT_URL = "/"
@@ -104,6 +106,8 @@ STRIPE_SECRET_KEY = env("STRIPE_SECRET_KEY", default="")
 STRIPE_PUBLISHABLE_KEY = env("STRIPE_PUBLISHABLE_KEY", default="")
 STRIPE_WEBHOOK_SECRET = env("STRIPE_WEBHOOK_SECRET", default="", cast=Csv())
 STRIPE_API_BASE = env("STRIPE_API_BASE", default="")
+# Where the pages load Stripe.js from (the local stack points it at the emulator's stand-in).
+STRIPE_JS_URL = env("STRIPE_JS_URL", default="https://js.stripe.com/v3/")
 
 PAYMENTS = {
     "CURRENCY": env("PAYMENTS_CURRENCY", default="usd"),
@@ -155,6 +159,8 @@ CELERY_TASK_PUBLISH_RETRY_POLICY = {"max_retries": 2, "interval_start": 0.1, "in
 CELERY_MAX_RETRY_COUNTDOWN = env("CELERY_MAX_RETRY_COUNTDOWN", default=900, cast=int)
 # Without a reachable broker (development only), run tasks in-process after commit.
 CELERY_RUN_INLINE_WITHOUT_BROKER = env("CELERY_RUN_INLINE_WITHOUT_BROKER", default=DEBUG, cast=bool)
+# Run every task in the web process after commit (the local stack sets it when Redis is absent).
+CELERY_TASK_ALWAYS_EAGER = env("CELERY_TASK_ALWAYS_EAGER", default=False, cast=bool)
 CELERY_BEAT_SCHEDULE = {
     "expire-booking-holds": {"task": "bookings.tasks.expire_booking_holds", "schedule": 60.0},
     "expire-stale-payments": {"task": "payments.tasks.expire_stale_payments", "schedule": 600.0},
@@ -162,12 +168,14 @@ CELERY_BEAT_SCHEDULE = {
     "reconcile-payments": {"task": "payments.tasks.reconcile_payments", "schedule": 3600.0},
 }
 
+CACHE_URL = env("CACHE_URL", default=REDIS_URL)
 CACHES = {
-    "default": {
-        "BACKEND": "django.core.cache.backends.redis.RedisCache",
-        "LOCATION": env("CACHE_URL", default=REDIS_URL),
-        "TIMEOUT": 300,
-    }
+    "default": (
+        # "locmem://" for a single process without Redis (the local stack's fallback).
+        {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}
+        if CACHE_URL.startswith("locmem")
+        else {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": CACHE_URL, "TIMEOUT": 300}
+    )
 }
 
 REST_FRAMEWORK = {

@@ -78,3 +78,14 @@ if cfg["ENGINE"].endswith("postgresql"):
             print(f"==> created database {cfg['NAME']}")
 PY
 }
+
+ensure_chromium() {
+  # The browser tests drive Debian's Chromium; Playwright cannot download browsers here.
+  if [ -x /usr/bin/chromium ]; then return 0; fi
+  if [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then
+    echo "==> installing chromium (Debian package) for the browser tests"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+  else
+    echo "==> chromium is not installed and cannot be installed here: the browser tests will be skipped"
+  fi
+}

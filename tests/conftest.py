@@ -14,7 +14,7 @@ def _postgres_only(django_db_setup, django_db_blocker):
 @pytest.fixture(scope="session")
 def stripe_harness():
     """localstripe and its proxy, started once per test run."""
-    from tests.stripe_harness import StripeHarness
+    from stripe_emulator.harness import StripeHarness
 
     return StripeHarness().start()
 
@@ -48,7 +48,7 @@ def deliver(client):
     """POST a Stripe event to the webhook endpoint, signed as Stripe would sign it."""
     import json
 
-    from tests.stripe_harness import sign_payload
+    from stripe_emulator.harness import sign_payload
 
     def post(event: dict, *, secret: str = "whsec_test_primary", timestamp=None, body: bytes | None = None):
         payload = body if body is not None else json.dumps(event).encode()
@@ -76,16 +76,24 @@ def _celery_worker_for_the_run():
     with start_worker(
         app, pool="solo", perform_ping_check=False, shutdown_timeout=10, loglevel="WARNING"
     ) as worker:
+        app.control.cancel_consumer("celery", destination=[worker.hostname], reply=True)
         yield worker
 
 
 @pytest.fixture
 def celery_worker_thread(transactional_db, _celery_worker_for_the_run):
-    """The run's worker, consuming the tests' Redis broker, with nothing left queued from before."""
+    """The run's worker, consuming the tests' Redis broker, with nothing left queued from before.
+
+    Between the tests that ask for it the worker consumes nothing, so tasks other tests enqueue
+    are never run against a database that is not theirs.
+    """
     from config.celery import app
 
+    worker = _celery_worker_for_the_run
     app.control.purge()  # tasks left by earlier tests name rows that no longer exist
-    return _celery_worker_for_the_run
+    app.control.add_consumer("celery", destination=[worker.hostname], reply=True)
+    yield worker
+    app.control.cancel_consumer("celery", destination=[worker.hostname], reply=True)
 
 
 def wait_for(condition, *, timeout: float = 15.0, interval: float = 0.1, message: str = "condition"):
@@ -107,3 +115,11 @@ def _fresh_cache():
     from django.core.cache import cache
 
     cache.clear()
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_makereport(item, call):
+    """Keep each phase's report on the test item, so fixtures can tell a failed test."""
+    report = yield
+    setattr(item, f"rep_{report.when}", report)
+    return report

@@ -10,8 +10,8 @@ from bookings.models import Booking
 from bookings.services import booking_pay
 from payments.models import Payment, Refund, WebhookEvent
 from payments.states import PaymentStatus
+from stripe_emulator.harness import make_event, stripe_object
 from tests.factories import BookingFactory, PaymentFactory, UserFactory
-from tests.stripe_harness import make_event, stripe_object
 
 pytestmark = pytest.mark.django_db
 

@@ -15,10 +15,10 @@ from bookings.tasks import expire_booking_holds, send_booking_email
 from payments.models import Payment
 from payments.queue import backoff, enqueue
 from payments.states import PaymentStatus
+from stripe_emulator.harness import make_event, sign_payload, stripe_object
 from tests.conftest import wait_for
 from tests.email_backends import FlakySMTPBackend, WorkerDied
 from tests.factories import BookingFactory, EventFactory, PaymentFactory, UserFactory
-from tests.stripe_harness import make_event, sign_payload, stripe_object
 
 
 class Published:

@@ -14,8 +14,8 @@ from payments.models import Dispute, Payment, Refund, WebhookEvent
 from payments.signals import payment_succeeded
 from payments.states import PaymentStatus
 from payments.webhooks import webhook_event_process
+from stripe_emulator.harness import make_event, sign_payload, stripe_object
 from tests.factories import PaymentFactory
-from tests.stripe_harness import make_event, sign_payload, stripe_object
 
 pytestmark = pytest.mark.django_db
 

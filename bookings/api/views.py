@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 from django.conf import settings
-from django.db.models import IntegerField, OuterRef, Q, Subquery, Sum
-from django.db.models.functions import Coalesce
 from django.urls import reverse
-from django.utils import timezone
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import mixins, permissions, status, viewsets
@@ -15,21 +12,10 @@ from rest_framework.response import Response
 
 from bookings import services
 from bookings.api.serializers import BookingCreateSerializer, BookingSerializer, EventSerializer
-from bookings.models import Booking, Event
+from bookings.models import Booking
+from bookings.selectors import upcoming_events
 from payments.api.errors import ErrorSerializer
 from payments.api.views import ERRORS, PayablePaymentHistoryViewSet, PayablePaymentViewSet
-
-
-def _seats_held():
-    now = timezone.now()
-    held = (
-        Booking.objects.filter(event=OuterRef("pk"))
-        .filter(Q(status=Booking.Status.CONFIRMED) | Q(status=Booking.Status.PENDING, expires_at__gt=now))
-        .values("event")
-        .annotate(n=Sum("quantity"))
-        .values("n")
-    )
-    return Coalesce(Subquery(held, output_field=IntegerField()), 0)
 
 
 class EventViewSet(viewsets.ReadOnlyModelViewSet):
@@ -39,12 +25,7 @@ class EventViewSet(viewsets.ReadOnlyModelViewSet):
     permission_classes = [permissions.AllowAny]
 
     def get_queryset(self):
-        return (
-            Event.objects.filter(starts_at__gt=timezone.now())
-            .select_related("host")
-            .annotate(seats_held_now=_seats_held())
-            .order_by("starts_at", "id")
-        )
+        return upcoming_events()
 
 
 class BookingViewSet(mixins.CreateModelMixin, viewsets.ReadOnlyModelViewSet):

@@ -1,4 +1,4 @@
-"""A private Stripe emulator for tests: localstripe behind a recording, fault-injecting proxy.
+"""A private Stripe emulator: localstripe behind a recording, fault-injecting proxy.
 
 localstripe (PyPI) runs in-process on a free loopback port, its disk store turned
 off so each run is private. The proxy in front of it is what the gateway talks to,
@@ -10,7 +10,7 @@ and is the one documented place where the emulator is extended to act like Strip
 * parameters localstripe rejects but Stripe accepts (UNSUPPORTED_PARAMS) are taken
   out before forwarding and echoed back into the answer;
 * Checkout Sessions, which localstripe lacks, are served from Stripe's fixture
-  object (tests/stripe_fixtures/objects.json);
+  object (stripe_emulator/fixtures/objects.json);
 * faults are scripted per request (status with headers, a reset after the request
   was forwarded, a slow answer after forwarding) and every request is recorded with
   its method, path and idempotency key.
@@ -40,7 +40,7 @@ from localstripe import resources as ls_resources
 from localstripe import server as ls_server
 from localstripe import webhooks as ls_webhooks
 
-FIXTURES = json.loads((Path(__file__).parent / "stripe_fixtures" / "objects.json").read_text())["resources"]
+FIXTURES = json.loads((Path(__file__).parent / "fixtures" / "objects.json").read_text())["resources"]
 
 # Parameters Stripe documents that localstripe 1.15 answers with "Unexpected ...".
 UNSUPPORTED_PARAMS: dict[tuple[str, str], tuple[str, ...]] = {
@@ -51,9 +51,26 @@ UNSUPPORTED_PARAMS: dict[tuple[str, str], tuple[str, ...]] = {
     ("GET", "/v1/refunds"): ("created",),
 }
 
-# Keep localstripe's store in memory only: no shared pickle file between runs.
+# Keep localstripe's store in memory only (not in its one shared pickle file), unless
+# use_state_file() names a file of this project's own.
 ls_resources.Store.dump_to_disk = lambda self: None
 ls_resources.Store.try_load_from_disk = lambda self: None
+
+
+def use_state_file(path: Path) -> None:
+    """Keep the emulator's objects in `path` across restarts (the development stack)."""
+    import pickle
+
+    def dump(store) -> None:
+        tmp = path.with_suffix(".tmp")
+        tmp.write_bytes(pickle.dumps(dict(store), protocol=pickle.HIGHEST_PROTOCOL))
+        tmp.replace(path)
+
+    if path.exists():
+        ls_resources.store.update(pickle.loads(path.read_bytes()))
+    ls_resources.Store.dump_to_disk = dump
+
+
 # localstripe draws ids from the global `random`, which Hypothesis reseeds for each example;
 # in-process that makes ids repeat (localstripe then answers 409). Draw them independently.
 _ID_ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"
@@ -146,7 +163,8 @@ class StripeHarness:
 
     # Lifecycle ---------------------------------------------------------------------------
 
-    def start(self) -> StripeHarness:
+    def start(self, *, port: int = 0, emulator_port: int = 0) -> StripeHarness:
+        self._ports = (port, emulator_port)
         ready = threading.Event()
         threading.Thread(target=self._run, args=(ready,), daemon=True, name="stripe-harness").start()
         if not ready.wait(15):
@@ -162,14 +180,14 @@ class StripeHarness:
     async def _serve(self) -> None:
         emulator = web.AppRunner(ls_server.app, access_log=None)
         await emulator.setup()
-        site = web.TCPSite(emulator, "127.0.0.1", 0)
+        site = web.TCPSite(emulator, "127.0.0.1", self._ports[1])
         await site.start()
         self.emulator_url = f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}"
         proxy_app = web.Application(client_max_size=10 * 1024 * 1024)
         proxy_app.router.add_route("*", "/{tail:.*}", self._handle)
         proxy = web.AppRunner(proxy_app, access_log=None)
         await proxy.setup()
-        proxy_site = web.TCPSite(proxy, "127.0.0.1", 0)
+        proxy_site = web.TCPSite(proxy, "127.0.0.1", self._ports[0])
         await proxy_site.start()
         self.url = f"http://127.0.0.1:{proxy_site._server.sockets[0].getsockname()[1]}"
         self._client = ClientSession()

@@ -1,0 +1,1 @@
+"""A Stripe emulator for development and tests: localstripe behind an adapting, recording proxy."""

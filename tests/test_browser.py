@@ -1,0 +1,228 @@
+"""The booking site in a real browser (Debian's Chromium driven by Playwright) on the real stack:
+the live server, the Stripe emulator with its stand-in Stripe.js and signed webhooks, and a
+Celery worker on Redis. Screenshots of every step go to artifacts/screenshots/."""
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+from django.conf import settings as django_settings
+
+from bookings.models import Booking
+from payments.models import Payment
+from tests.factories import EventFactory, UserFactory
+
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.slow,
+    pytest.mark.emulator,
+    pytest.mark.django_db(transaction=True),
+]
+
+CHROMIUM = os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium")
+SHOTS = Path(django_settings.BASE_DIR) / "artifacts" / "screenshots"
+PASSWORD = "pass-word-123"
+
+
+@pytest.fixture(scope="module")
+def browser():
+    # Playwright's sync API keeps an event loop in this thread for the whole module; the test
+    # thread's ORM calls (and pytest-django's teardown) are still synchronous.
+    previous = os.environ.get("DJANGO_ALLOW_ASYNC_UNSAFE")
+    os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
+    try:
+        yield from _browser()
+    finally:
+        if previous is None:
+            os.environ.pop("DJANGO_ALLOW_ASYNC_UNSAFE", None)
+        else:
+            os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = previous
+
+
+def _browser():
+    if not Path(CHROMIUM).exists():
+        message = f"Chromium is not installed at {CHROMIUM} (Debian package 'chromium')."
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    from playwright.sync_api import sync_playwright
+
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=CHROMIUM,
+            args=[
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--no-first-run",
+                "--disable-quic",
+            ],
+        )
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def site(live_server, stripe_env, celery_worker_thread, settings):
+    """The running site, wired to the emulator (API through the proxy, Stripe.js from localstripe)."""
+    settings.STRIPE_JS_URL = f"{stripe_env.emulator_url}/js.stripe.com/v3/"
+    settings.SITE_URL = live_server.url
+    settings.ALLOWED_HOSTS = ["*"]
+    with stripe_env.webhooks_to(f"{live_server.url}/api/webhooks/stripe/"):
+        yield live_server.url
+
+
+class Steps:
+    """A page plus numbered screenshots; failures say which step and what was on screen."""
+
+    def __init__(self, page, base: str, name: str):
+        self.page, self.base, self.name, self.count = page, base, name, 0
+
+    def shot(self, label: str) -> None:
+        self.count += 1
+        self.page.screenshot(path=str(SHOTS / f"{self.name}-{self.count:02d}-{label}.png"), full_page=True)
+
+    def login(self, username: str) -> None:
+        self.page.goto(f"{self.base}/accounts/login/")
+        self.page.fill("#id_username", username)
+        self.page.fill("#id_password", PASSWORD)
+        self.page.click("input[type=submit]")
+        self.page.wait_for_url(f"{self.base}/")
+
+    def book(self, title: str, seats: int = 1) -> None:
+        self.page.goto(f"{self.base}/")
+        self.page.click(f"text={title}")
+        self.page.fill("#id_quantity", str(seats))
+        self.shot("event")
+        self.page.click("input[type=submit]")
+        self.page.wait_for_url("**/pay/")
+        self.page.wait_for_selector("#card-element input[placeholder=number]")
+        self.shot("checkout")
+
+    def pay(self, number: str) -> None:
+        for placeholder, value in (
+            ("number", number),
+            ("exp_month", "12"),
+            ("exp_year", "34"),
+            ("cvc", "123"),
+            ("postal_code", "10001"),
+        ):
+            self.page.fill(f"#card-element input[placeholder={placeholder}]", value)
+        self.page.click("#pay-button")
+
+    def authenticate(self, times: int = 2) -> None:
+        """Click through the emulator's 3-D Secure dialogs (saving the card, then paying)."""
+        for _ in range(times):
+            button = self.page.get_by_role("button", name="Complete authentication")
+            try:
+                button.wait_for(timeout=10_000)
+            except Exception:
+                return
+            self.shot("3ds")
+            button.click()
+
+    def expect_confirmed(self) -> None:
+        self.page.wait_for_url("**/result/", timeout=20_000)
+        self.page.wait_for_selector("#result[data-status=confirmed]", timeout=30_000)
+        self.shot("confirmed")
+
+
+@pytest.fixture
+def steps(browser, site, request):
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    page = context.new_page()
+    page.set_default_timeout(20_000)
+    console: list[str] = []
+    page.on("console", lambda message: console.append(f"{message.type}: {message.text}"))
+    page.on("pageerror", lambda error: console.append(f"page error: {error}"))
+    steps = Steps(page, site, request.node.name.removeprefix("test_"))
+    yield steps
+    if request.node.rep_call.failed if hasattr(request.node, "rep_call") else False:
+        steps.shot("failure")
+    print("\n".join(["browser console:", *console]))
+    context.close()
+
+
+@pytest.fixture
+def booker():
+    user = UserFactory(username="booker", email="booker@example.com")
+    EventFactory(title="Jazz Night", price=2500)
+    EventFactory(title="Pottery Class", price=4000)
+    EventFactory(title="Trail Run", price=1500)
+    return user
+
+
+def test_pay_with_a_card_and_see_the_booking_confirmed(steps, booker):
+    steps.login("booker")
+    steps.shot("events")
+    steps.book("Jazz Night", seats=2)
+    assert steps.page.inner_text("#total") == "51.50 USD"
+    steps.pay("4242424242424242")
+    steps.expect_confirmed()
+    booking = Booking.objects.get(user=booker)
+    assert booking.status == "confirmed"
+    assert Payment.objects.get(object_id=str(booking.pk)).card_last4 == "4242"
+
+
+def test_three_d_secure(steps, booker):
+    steps.login("booker")
+    steps.book("Pottery Class")
+    steps.pay("4000002500003155")
+    steps.authenticate()
+    steps.expect_confirmed()
+    assert Booking.objects.get(user=booker).status == "confirmed"
+
+
+def test_declined_card_then_another_card(steps, booker):
+    steps.login("booker")
+    steps.book("Trail Run")
+    steps.pay("4000000000000341")
+    error = steps.page.wait_for_selector("#payment-error:not([hidden])")
+    assert "declined" in error.inner_text().lower()
+    steps.shot("declined")
+    steps.pay("4242424242424242")
+    steps.expect_confirmed()
+    booking = Booking.objects.get(user=booker)
+    assert [p.status for p in Payment.objects.filter(object_id=str(booking.pk)).order_by("attempt")] == [
+        "canceled",
+        "succeeded",
+    ]
+
+
+def test_cancel_and_see_the_refund(steps, booker):
+    steps.login("booker")
+    steps.book("Jazz Night")
+    steps.pay("4242424242424242")
+    steps.expect_confirmed()
+    steps.page.goto(f"{steps.base}/my-bookings/")
+    steps.shot("my-bookings")
+    steps.page.click("text=Cancel and refund")
+    steps.page.wait_for_selector("text=is cancelled")
+    row = steps.page.locator("tr", has_text="Jazz Night")
+    assert "Cancelled" in row.inner_text() and "25.75 USD" in row.locator(".refunded").inner_text()
+    steps.shot("refunded")
+    assert Payment.objects.get(owner=booker).status == "refunded"
+
+
+def test_phone_sized_checkout(browser, site, booker):
+    context = browser.new_context(viewport={"width": 390, "height": 844}, is_mobile=True, has_touch=True)
+    page = context.new_page()
+    steps = Steps(page, site, "phone")
+    steps.login("booker")
+    steps.book("Jazz Night")
+    width = page.evaluate("document.documentElement.scrollWidth")
+    assert width <= 390, f"the checkout page is {width}px wide on a 390px screen"
+    context.close()
+
+
+def teardown_module(module):
+    # Keep only the screenshots of this run for CI to collect.
+    if not SHOTS.exists():
+        return
+    for path in SHOTS.iterdir():
+        if path.is_dir():
+            shutil.rmtree(path)
