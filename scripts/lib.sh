@@ -33,10 +33,12 @@ PY
 }
 
 redis_up() { python3 - <<'PY'
-import socket, sys
+import os, socket, sys
+from urllib.parse import urlsplit
+url = urlsplit(os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"))
 s = socket.socket(); s.settimeout(1)
 try:
-    s.connect(("127.0.0.1", 6379)); s.sendall(b"PING\r\n")
+    s.connect((url.hostname or "127.0.0.1", url.port or 6379)); s.sendall(b"PING\r\n")
     sys.exit(0 if s.recv(16).startswith(b"+PONG") else 1)
 except OSError:
     sys.exit(1)
