@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from django.contrib.contenttypes.models import ContentType
-from django.db.models import IntegerField, OuterRef, QuerySet, Subquery, Sum
-from django.db.models.functions import Coalesce
+from django.db.models import CharField, IntegerField, OuterRef, QuerySet, Subquery, Sum
+from django.db.models.functions import Cast, Coalesce
 from django.utils import timezone
 
 from bookings.models import Booking, Event
@@ -45,3 +45,11 @@ def bookings_of(user) -> list[Booking]:
         booking.payment = latest.get(str(booking.pk))
         booking.refunded = booking.payment.refunded_amount() if booking.payment else 0
     return bookings
+
+
+def bookings_with_payment_status(queryset: QuerySet[Booking]) -> QuerySet[Booking]:
+    """Annotate `latest_payment_status`: the status of each booking's latest payment attempt."""
+    latest = Payment.objects.filter(
+        content_type=ContentType.objects.get_for_model(Booking), object_id=Cast(OuterRef("pk"), CharField())
+    ).order_by("-attempt")
+    return queryset.annotate(latest_payment_status=Subquery(latest.values("status")[:1]))

@@ -166,19 +166,26 @@ def _payable_booking(booking_id: int) -> Booking:
     return booking
 
 
+def _payment_terms(booking: Booking) -> dict:
+    """What the payments app is told about a booking: its owner and amounts, never the client's."""
+    return {
+        "payable": booking,
+        "owner": booking.user,
+        "subtotal": booking.subtotal,
+        "fee": booking.fee,
+        "total": booking.total,
+        "currency": booking.currency,
+        "description": booking.payment_description,
+    }
+
+
 def booking_pay(
     *, booking_id: int, payment_method_id: str = "", confirm: bool = False, save_payment_method: bool = False
 ) -> PaymentResult:
     """Start (or resume) paying for a pending booking; the amount is the booking's own."""
     booking = _payable_booking(booking_id)
     return payment_services.payment_start(
-        payable=booking,
-        owner=booking.user,
-        subtotal=booking.subtotal,
-        fee=booking.fee,
-        total=booking.total,
-        currency=booking.currency,
-        description=booking.payment_description,
+        **_payment_terms(booking),
         payment_method_id=payment_method_id,
         confirm=confirm,
         save_payment_method=save_payment_method,
@@ -189,15 +196,7 @@ def booking_checkout(*, booking_id: int, success_url: str, cancel_url: str):
     """Start paying for a pending booking on Stripe's hosted page."""
     booking = _payable_booking(booking_id)
     return payment_services.payment_checkout_start(
-        payable=booking,
-        owner=booking.user,
-        subtotal=booking.subtotal,
-        fee=booking.fee,
-        total=booking.total,
-        currency=booking.currency,
-        description=booking.payment_description,
-        success_url=success_url,
-        cancel_url=cancel_url,
+        **_payment_terms(booking), success_url=success_url, cancel_url=cancel_url
     )
 
 

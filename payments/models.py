@@ -117,10 +117,11 @@ class Payment(models.Model):
 
     def refunded_amount(self) -> int:
         """Minor units refunded or on their way back (pending refunds hold their amount)."""
-        held = self.refunds.filter(
-            status__in=[RefundStatus.PENDING, RefundStatus.REQUIRES_ACTION, RefundStatus.SUCCEEDED]
-        )
-        return held.aggregate(total=Sum("amount"))["total"] or 0
+        holding = (RefundStatus.PENDING, RefundStatus.REQUIRES_ACTION, RefundStatus.SUCCEEDED)
+        prefetched = getattr(self, "_prefetched_objects_cache", {}).get("refunds")
+        if prefetched is not None:  # a list page prefetched them: no query per payment
+            return sum(refund.amount for refund in prefetched if refund.status in holding)
+        return self.refunds.filter(status__in=holding).aggregate(total=Sum("amount"))["total"] or 0
 
     def refundable_amount(self) -> int:
         return max(self.total - self.refunded_amount(), 0)

@@ -24,7 +24,7 @@ from payments.gateway import get_gateway
 from payments.gateway.base import IntentInfo, Page
 from payments.models import Payment, ReconcileState, Refund, WebhookEvent
 from payments.states import PAID_STATUSES, PaymentStatus, RefundStatus, can_transition
-from payments.webhooks import webhook_event_process
+from payments.webhooks import webhook_event_process, webhook_event_store
 
 logger = logging.getLogger(__name__)
 
@@ -129,15 +129,7 @@ class _Run:
                     continue
                 fixed = False
                 if not self.dry_run:
-                    row, _ = WebhookEvent.objects.get_or_create(
-                        stripe_event_id=event.id,
-                        defaults={
-                            "type": event.type[:128],
-                            "api_version": event.api_version[:64],
-                            "livemode": event.livemode,
-                            "payload": event.raw,
-                        },
-                    )
+                    row, _ = webhook_event_store(event=event)
                     fixed = webhook_event_process(event_id=row.pk).status in ("processed", "ignored")
                 self.add(
                     Finding("missed_event", event.id, local="not received", stripe=event.type, fixed=fixed)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from functools import partial
 
 from django.contrib.contenttypes.models import ContentType
 from django.db import IntegrityError, models, transaction
@@ -169,9 +170,13 @@ def _lock_payable(payable: models.Model) -> None:
 
 @transaction.atomic
 def _open_attempt(
-    *, payable, owner, subtotal, fee, total, currency, description, save_payment_method
+    *, payable, owner, subtotal, fee, total, currency, description, save_payment_method=False
 ) -> Payment:
-    """The payable's open attempt, or a new one; refuses a payable that is already paid."""
+    """The payable's open attempt, or a new one; checks the amounts, refuses what is already paid."""
+    currency = money.normalize_currency(currency)
+    money.validate_amount(total, currency)
+    if subtotal + fee != total or subtotal < 0 or fee < 0:
+        raise PaymentError("The total must be the subtotal plus the fee.", code="invalid_amount")
     _lock_payable(payable)
     payments = Payment.objects.for_payable(payable).select_for_update(of=("self",))
     if payments.filter(status__in=PAID_STATUSES).exists():
@@ -214,10 +219,6 @@ def payment_start(
     save_payment_method: bool = False,
 ) -> PaymentResult:
     """Start (or resume) paying for `payable`: a double click gets the same intent back."""
-    currency = money.normalize_currency(currency)
-    money.validate_amount(total, currency)
-    if subtotal + fee != total:
-        raise PaymentError("The total must be the subtotal plus the fee.", code="invalid_amount")
     payment = _open_attempt(
         payable=payable,
         owner=owner,
@@ -418,9 +419,8 @@ def payment_checkout_start(
     cancel_url: str,
 ) -> tuple[Payment, CheckoutInfo]:
     """Start paying on Stripe's hosted page; an open session is reused, a card attempt replaced."""
-    currency = money.normalize_currency(currency)
-    money.validate_amount(total, currency)
-    attempt_args = dict(
+    open_attempt = partial(
+        _open_attempt,
         payable=payable,
         owner=owner,
         subtotal=subtotal,
@@ -428,9 +428,8 @@ def payment_checkout_start(
         total=total,
         currency=currency,
         description=description,
-        save_payment_method=False,
     )
-    payment = _open_attempt(**attempt_args)
+    payment = open_attempt()
     gateway = get_gateway()
     if payment.stripe_checkout_session_id:
         session = gateway.retrieve_checkout_session(payment.stripe_checkout_session_id)
@@ -438,7 +437,7 @@ def payment_checkout_start(
             return payment, session
     if payment.stripe_payment_intent_id and not payment.stripe_checkout_session_id:
         payment_cancel(payment=payment)
-        payment = _open_attempt(**attempt_args)
+        payment = open_attempt()
     customer = customer_get_or_create(user=owner)
     session = gateway.create_checkout_session(
         amount=payment.total,

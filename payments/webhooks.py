@@ -87,18 +87,11 @@ HANDLERS: dict[str, Handler] = {
 }
 
 
-def webhook_receive(*, payload: bytes, signature: str) -> tuple[WebhookEvent, bool]:
-    """Verify and store an event; returns (row, created). Raises WebhookSignatureError.
-
-    The processing task is enqueued after the row commits; a redelivery of an event
-    that is not yet processed enqueues it again (processing is idempotent).
-    """
-    from payments.tasks import process_webhook_event
-
-    event = get_gateway().verify_webhook(payload, signature)
+def webhook_event_store(*, event: EventInfo) -> tuple[WebhookEvent, bool]:
+    """Store an event once by its Stripe id; returns (row, created). Safe under concurrency."""
     try:
         with transaction.atomic():
-            row, created = WebhookEvent.objects.get_or_create(
+            return WebhookEvent.objects.get_or_create(
                 stripe_event_id=event.id,
                 defaults={
                     "type": event.type[:128],
@@ -108,7 +101,19 @@ def webhook_receive(*, payload: bytes, signature: str) -> tuple[WebhookEvent, bo
                 },
             )
     except IntegrityError:
-        row, created = WebhookEvent.objects.get(stripe_event_id=event.id), False
+        return WebhookEvent.objects.get(stripe_event_id=event.id), False
+
+
+def webhook_receive(*, payload: bytes, signature: str) -> tuple[WebhookEvent, bool]:
+    """Verify and store an event; returns (row, created). Raises WebhookSignatureError.
+
+    The processing task is enqueued after the row commits; a redelivery of an event
+    that is not yet processed enqueues it again (processing is idempotent).
+    """
+    from payments.tasks import process_webhook_event
+
+    event = get_gateway().verify_webhook(payload, signature)
+    row, created = webhook_event_store(event=event)
     if created or row.status in (WebhookEvent.Status.PENDING, WebhookEvent.Status.FAILED):
         from payments.queue import enqueue
 

@@ -73,3 +73,28 @@ class PaymentFactory(factory.django.DjangoModelFactory):
     total = factory.LazyAttribute(lambda p: p.subtotal + p.fee)
     currency = "usd"
     idempotency_key = factory.Sequence(lambda n: f"test-payment-{n}")
+
+
+def bulk_paid_payments(count: int, *, owners, intent_ids=None, prefix: str = "bulk") -> None:
+    """Insert `count` paid booking payments at once (for the tests that need thousands)."""
+    content_type = ContentType.objects.get_for_model(Booking)
+    Payment.objects.bulk_create(
+        [
+            Payment(
+                content_type=content_type,
+                object_id=str(10**7 + i),
+                owner=owners[i % len(owners)],
+                subtotal=2000,
+                fee=60,
+                total=2060,
+                currency="usd",
+                status="succeeded",
+                attempt=1,
+                idempotency_key=f"{prefix}-{i}",
+                stripe_payment_intent_id=intent_ids[i] if intent_ids else f"pi_{prefix}_{i}",
+                description=f"booking {i}",
+            )
+            for i in range(count)
+        ],
+        batch_size=10_000,
+    )

@@ -6,12 +6,11 @@ from django.contrib.auth.models import Permission
 from django.contrib.contenttypes.models import ContentType
 from django.test import Client
 
-from bookings.models import Booking
 from bookings.services import booking_pay
 from payments.models import Payment, Refund, WebhookEvent
 from payments.states import PaymentStatus
 from stripe_emulator.harness import make_event, stripe_object
-from tests.factories import BookingFactory, PaymentFactory, UserFactory
+from tests.factories import BookingFactory, PaymentFactory, UserFactory, bulk_paid_payments
 
 pytestmark = pytest.mark.django_db
 
@@ -167,29 +166,7 @@ def test_search_by_stripe_id_email_and_booking_reference():
 def test_payment_list_with_100000_payments_takes_a_bounded_number_of_queries(django_assert_max_num_queries):
     from django.db import connection
 
-    owners = [UserFactory() for _ in range(20)]
-    content_type = ContentType.objects.get_for_model(Booking)
-    batch = []
-    for i in range(100_000):
-        batch.append(
-            Payment(
-                content_type=content_type,
-                object_id=str(i),
-                owner=owners[i % 20],
-                subtotal=2000,
-                fee=60,
-                total=2060,
-                currency="usd",
-                status="succeeded",
-                attempt=1,
-                idempotency_key=f"load-{i}",
-                stripe_payment_intent_id=f"pi_load_{i}",
-                description=f"booking {i}",
-            )
-        )
-        if len(batch) == 10_000:
-            Payment.objects.bulk_create(batch)
-            batch = []
+    bulk_paid_payments(100_000, owners=[UserFactory() for _ in range(20)], prefix="load")
     with connection.cursor() as cursor:
         cursor.execute("ANALYZE payments_payment")
     _, client = _staff()

@@ -13,7 +13,7 @@ from rest_framework_simplejwt.tokens import AccessToken
 from bookings.models import Booking
 from payments.models import Payment, Refund
 from payments.states import PaymentStatus
-from tests.factories import BookingFactory, EventFactory, UserFactory
+from tests.factories import BookingFactory, EventFactory, PaymentFactory, UserFactory
 
 pytestmark = pytest.mark.django_db
 PASSWORD = "pass-word-123"
@@ -509,3 +509,26 @@ def test_saved_cards_over_http(stripe_env):
     assert other.delete(f"/api/payment/methods/{card}/").status_code == 404
     assert api.delete(f"/api/payment/methods/{card}/").status_code == 204
     assert Refund.objects.count() == 0
+
+
+def test_list_endpoints_take_a_bounded_number_of_queries(django_assert_max_num_queries):
+    user = UserFactory()
+    for i in range(30):
+        booking = BookingFactory(user=user)
+        payment = PaymentFactory(payable=booking, status="partially_refunded", idempotency_key=f"q-{i}")
+        for n in range(2):
+            Refund.objects.create(
+                payment=payment,
+                amount=100,
+                currency="usd",
+                status="succeeded",
+                stripe_refund_id=f"re_q_{i}_{n}",
+                idempotency_key=f"rq-{i}-{n}",
+            )
+    api = _token_client(user)
+    with django_assert_max_num_queries(6):
+        payments = api.get("/api/payments/").json()
+    assert payments["count"] == 30 and payments["results"][0]["refunded"] == 200
+    with django_assert_max_num_queries(6):
+        bookings = api.get("/api/bookings/").json()
+    assert {b["payment_status"] for b in bookings["results"]} == {"partially_refunded"}

@@ -13,7 +13,7 @@ from bookings.services import booking_pay
 from payments.models import Payment, Refund, WebhookEvent
 from payments.reconcile import payments_reconcile
 from payments.states import PaymentStatus
-from tests.factories import BookingFactory, PaymentFactory
+from tests.factories import BookingFactory, PaymentFactory, bulk_paid_payments
 
 pytestmark = [pytest.mark.django_db, pytest.mark.emulator]
 
@@ -159,27 +159,7 @@ def test_two_thousand_payments_take_a_few_dozen_list_calls(stripe_env):
         ).json()
         for _ in range(2000)
     ]
-    booking = BookingFactory()
-    Payment.objects.bulk_create(
-        [
-            Payment(
-                content_type=PaymentFactory._meta.model.objects.none()
-                .model._meta.get_field("content_type")
-                .related_model.objects.get_for_model(Booking),
-                object_id=str(booking.pk) if i == 0 else str(10**6 + i),
-                owner=booking.user,
-                subtotal=2000,
-                fee=60,
-                total=2060,
-                currency="usd",
-                status="succeeded",
-                attempt=1,
-                idempotency_key=f"bulk-{i}",
-                stripe_payment_intent_id=intent["id"],
-            )
-            for i, intent in enumerate(intents)
-        ]
-    )
+    bulk_paid_payments(2000, owners=[BookingFactory().user], intent_ids=[intent["id"] for intent in intents])
     stripe_env.forget_events()
     stripe_env.requests.clear()
     report = payments_reconcile(everything=True)

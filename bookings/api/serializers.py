@@ -59,10 +59,11 @@ class BookingSerializer(serializers.ModelSerializer):
         read_only_fields = fields
 
     def get_payment_status(self, booking: Booking) -> str | None:
-        latest = (
+        if hasattr(booking, "latest_payment_status"):  # annotated by the list's queryset
+            return booking.latest_payment_status
+        return (
             Payment.objects.for_payable(booking).order_by("-attempt").values_list("status", flat=True).first()
         )
-        return latest
 
 
 class BookingCreateSerializer(serializers.Serializer):

@@ -13,7 +13,7 @@ from rest_framework.response import Response
 from bookings import services
 from bookings.api.serializers import BookingCreateSerializer, BookingSerializer, EventSerializer
 from bookings.models import Booking
-from bookings.selectors import upcoming_events
+from bookings.selectors import bookings_with_payment_status, upcoming_events
 from payments.api.errors import ErrorSerializer
 from payments.api.views import ERRORS, PayablePaymentHistoryViewSet, PayablePaymentViewSet
 
@@ -36,7 +36,9 @@ class BookingViewSet(mixins.CreateModelMixin, viewsets.ReadOnlyModelViewSet):
     def get_queryset(self):
         if getattr(self, "swagger_fake_view", False):
             return Booking.objects.none()
-        return Booking.objects.filter(user=self.request.user).select_related("event")
+        return bookings_with_payment_status(
+            Booking.objects.filter(user=self.request.user).select_related("event")
+        )
 
     @extend_schema(
         request=BookingCreateSerializer, responses={201: BookingSerializer, 409: ErrorSerializer, **ERRORS}
