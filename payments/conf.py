@@ -36,6 +36,8 @@ DEFAULTS: dict[str, Any] = {
     # Webhooks.
     "WEBHOOK_TOLERANCE": 300,
     "WEBHOOK_MAX_ATTEMPTS": 5,
+    # Seconds storing an event may wait for a database lock before the endpoint answers 503.
+    "WEBHOOK_LOCK_TIMEOUT": 5,
     "CHECKOUT_EXPIRES_AFTER": timedelta(minutes=30),
     # Background work: open attempts older than this are canceled; refunds retried this often.
     "OPEN_PAYMENT_TTL": timedelta(hours=2),

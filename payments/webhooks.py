@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterable
 from datetime import timedelta
 from typing import Any
 
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 from django.db.models import Count, Max, Q
 from django.utils import timezone
 
@@ -91,6 +91,11 @@ def webhook_event_store(*, event: EventInfo) -> tuple[WebhookEvent, bool]:
     """Store an event once by its Stripe id; returns (row, created). Safe under concurrency."""
     try:
         with transaction.atomic():
+            if connection.vendor == "postgresql":
+                # Never hang Stripe's request on a lock: fail fast, answer 503, Stripe retries.
+                timeout_ms = int(float(payments_settings.WEBHOOK_LOCK_TIMEOUT) * 1000)
+                with connection.cursor() as cursor:
+                    cursor.execute(f"SET LOCAL lock_timeout = {timeout_ms}")
             return WebhookEvent.objects.get_or_create(
                 stripe_event_id=event.id,
                 defaults={

@@ -430,3 +430,48 @@ def test_health_reports_backlog_and_failures(client, deliver):
     WebhookEvent.objects.update(status="failed", attempts=5)
     response = client.get("/api/webhooks/health/")
     assert response.status_code == 503 and response.json()["failed_permanently"] == 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_database_that_cannot_store_the_event_answers_503(settings):
+    """With the events table locked elsewhere the endpoint answers 503 at once (Stripe retries)."""
+    settings.PAYMENTS = {**settings.PAYMENTS, "WEBHOOK_LOCK_TIMEOUT": 0.3}
+    event = _intent_event(_open_payment())
+    payload = json.dumps(event).encode()
+    locked, release = threading.Event(), threading.Event()
+
+    def hold_lock():
+        from django.db import transaction
+
+        try:
+            with transaction.atomic(), connection.cursor() as cursor:
+                cursor.execute("LOCK TABLE payments_webhookevent IN ACCESS EXCLUSIVE MODE")
+                locked.set()
+                release.wait(10)
+        finally:
+            connection.close()
+
+    holder = threading.Thread(target=hold_lock)
+    holder.start()
+    locked.wait(5)
+
+    def post():
+        return Client().post(
+            "/api/webhooks/stripe/",
+            data=payload,
+            content_type="application/json",
+            HTTP_STRIPE_SIGNATURE=sign_payload(payload, "whsec_test_primary"),
+        )
+
+    try:
+        started = time.monotonic()
+        refused = post()
+        waited = time.monotonic() - started
+    finally:
+        release.set()
+        holder.join()
+    assert refused.status_code == 503 and refused.json()["error"]["code"] == "unavailable"
+    assert waited < 3
+    assert WebhookEvent.objects.count() == 0
+    assert post().status_code == 200  # Stripe's next delivery
+    assert WebhookEvent.objects.count() == 1
