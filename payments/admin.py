@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from django import forms
 from django.contrib import admin, messages
+from django.contrib.admin import helpers
 from django.contrib.admin.models import CHANGE, LogEntry
 from django.core.exceptions import PermissionDenied
 from django.core.exceptions import ValidationError as DjangoValidationError
@@ -32,11 +33,11 @@ class EstimatedCountPaginator(Paginator):
     @cached_property
     def count(self) -> int:
         query = getattr(self.object_list, "query", None)
-        if query is not None and not query.where and connection.vendor == "postgresql":
+        model = getattr(self.object_list, "model", None)
+        if query is not None and model is not None and not query.where and connection.vendor == "postgresql":
             with connection.cursor() as cursor:
                 cursor.execute(
-                    "SELECT reltuples::bigint FROM pg_class WHERE relname = %s",
-                    [self.object_list.model._meta.db_table],
+                    "SELECT reltuples::bigint FROM pg_class WHERE relname = %s", [model._meta.db_table]
                 )
                 row = cursor.fetchone()
             if row and row[0] > self.ESTIMATE_ABOVE:
@@ -296,7 +297,7 @@ class PaymentAdmin(ReadOnlyAdmin):
                     "opts": self.model._meta,
                     "rows": rows,
                     "skipped": queryset.count() - len(payments),
-                    "selected": request.POST.getlist(admin.helpers.ACTION_CHECKBOX_NAME),
+                    "selected": request.POST.getlist(helpers.ACTION_CHECKBOX_NAME),
                 },
             )
         made, failed = 0, []

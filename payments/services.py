@@ -17,6 +17,7 @@ from functools import partial
 from django.contrib.contenttypes.models import ContentType
 from django.db import IntegrityError, models, transaction
 from django.db.models import Max
+from django.dispatch import Signal
 from django.utils import timezone
 
 from payments import money, signals
@@ -52,7 +53,7 @@ from payments.states import (
 
 logger = logging.getLogger(__name__)
 
-_STATUS_SIGNALS = {
+_STATUS_SIGNALS: dict[str, Signal] = {
     PaymentStatus.SUCCEEDED: signals.payment_succeeded,
     PaymentStatus.FAILED: signals.payment_failed,
     PaymentStatus.CANCELED: signals.payment_canceled,
@@ -326,9 +327,12 @@ def payment_retry(*, payment: Payment, payment_method_id: str) -> PaymentResult:
     payment = Payment.objects.get(pk=payment.pk)
     if payment.status != PaymentStatus.FAILED:
         raise IllegalTransition("Only a failed payment can be retried.")
+    payable = payment.payable
+    if payable is None:
+        raise IllegalTransition("What this payment was for no longer exists.")
     payment_cancel(payment=payment)
     return payment_start(
-        payable=payment.payable,
+        payable=payable,
         owner=payment.owner,
         subtotal=payment.subtotal,
         fee=payment.fee,
@@ -644,7 +648,7 @@ def refund_submit(*, refund: Refund) -> Refund:
         if not error.retryable:
             _fail_refund(refund.pk, error.message)
         raise
-    return refund_sync(info=info, refund_id=refund.pk)
+    return refund_sync(info=info, refund_id=refund.pk) or Refund.objects.get(pk=refund.pk)
 
 
 def refund_give_up(*, refund_id: int, reason: str) -> None:
@@ -672,7 +676,7 @@ def refund_sync(*, info: RefundInfo, refund_id: int | None = None) -> Refund | N
         return None
     payment = _lock_payment(payment_id)
     refund = (
-        Refund.objects.filter(pk=refund_id).first()
+        (Refund.objects.filter(pk=refund_id).first() if refund_id else None)
         or Refund.objects.filter(stripe_refund_id=info.id).first()
         or Refund.objects.filter(pk=int(info.metadata.get("refund_id") or 0), payment=payment).first()
     )

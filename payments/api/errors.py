@@ -55,6 +55,11 @@ def _first_error(detail, path: str = "") -> tuple[str | None, str, str]:
     return path or None, str(detail), getattr(detail, "code", "invalid") or "invalid"
 
 
+def _code(exc: exceptions.APIException, fallback: str) -> str:
+    codes = exc.get_codes()
+    return codes if isinstance(codes, str) else fallback
+
+
 _HOSTED_ERRORS: list[tuple[type, int]] = []
 
 
@@ -94,20 +99,18 @@ def exception_handler(exc, context):
         param, message, code = _first_error(exc.detail)
         return error_response(code if code != "invalid" else "invalid", message, 400, param=param)
     if isinstance(exc, exceptions.Throttled):
-        wait = f" Try again in {int(exc.wait)} seconds." if exc.wait else ""
-        headers = {"Retry-After": str(int(exc.wait))} if exc.wait else None
+        seconds = getattr(exc, "wait", None)
+        wait = f" Try again in {int(seconds)} seconds." if seconds else ""
+        headers = {"Retry-After": str(int(seconds))} if seconds else None
         return error_response("throttled", f"Too many requests.{wait}", 429, headers=headers)
     if isinstance(exc, exceptions.NotAuthenticated | exceptions.AuthenticationFailed):
         response = error_response(
-            exc.get_codes() if isinstance(exc.get_codes(), str) else "not_authenticated",
-            str(exc.detail),
-            status.HTTP_401_UNAUTHORIZED,
+            _code(exc, "not_authenticated"), str(exc.detail), status.HTTP_401_UNAUTHORIZED
         )
         response["WWW-Authenticate"] = 'Bearer realm="api"'
         return response
     if isinstance(exc, exceptions.APIException):
-        code = exc.get_codes() if isinstance(exc.get_codes(), str) else exc.default_code
-        return error_response(code, str(exc.detail), exc.status_code)
+        return error_response(_code(exc, str(exc.default_code)), str(exc.detail), exc.status_code)
     if isinstance(exc, OperationalError):
         logger.exception("database unavailable")
         return error_response("unavailable", "The service is unavailable. Please try again.", 503)

@@ -28,10 +28,9 @@ class MajorUnitAmountField(serializers.Field):
         return str(value)
 
 
-def _payment_method_id(value: str) -> str:
+def _payment_method_id(value: str) -> None:
     if value and not value.startswith(("pm_", "card_", "src_")):
         raise serializers.ValidationError("This is not a payment method id (pm_...).")
-    return value
 
 
 class RefundSerializer(serializers.ModelSerializer):
@@ -145,13 +144,12 @@ class RefundRequestSerializer(serializers.Serializer):
             raise serializers.ValidationError({"amount": exc.messages[0]}, code=exc.code) from None
 
 
-def _same_site(url: str) -> str:
+def _same_site(url: str) -> None:
     """Return URLs only to this site: never an open redirect through Stripe."""
     host = urlsplit(url).hostname or ""
     allowed = {urlsplit(settings.SITE_URL).hostname, *settings.ALLOWED_HOSTS}
     if host not in allowed and "*" not in allowed:
         raise serializers.ValidationError("Return URLs must point at this site.")
-    return url
 
 
 class CheckoutRequestSerializer(serializers.Serializer):

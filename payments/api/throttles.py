@@ -10,7 +10,8 @@ class PaymentRateThrottle(SimpleRateThrottle):
     scope = "payments"
 
     def get_rate(self):
-        return settings.REST_FRAMEWORK["DEFAULT_THROTTLE_RATES"][self.scope]
+        rates: dict[str, str] = getattr(settings, "REST_FRAMEWORK", {}).get("DEFAULT_THROTTLE_RATES", {})
+        return rates.get(self.scope)
 
     def get_cache_key(self, request, view):
         ident = request.user.pk if request.user and request.user.is_authenticated else self.get_ident(request)

@@ -252,7 +252,7 @@ class PaymentViewSet(viewsets.ReadOnlyModelViewSet):
     def get_queryset(self):
         if getattr(self, "swagger_fake_view", False):
             return Payment.objects.none()
-        return Payment.objects.filter(owner=self.request.user).prefetch_related("refunds")
+        return Payment.objects.filter(owner_id=self.request.user.pk).prefetch_related("refunds")
 
     @extend_schema(responses={200: PaymentSerializer, **ERRORS})
     @action(detail=False, methods=["get"], url_path=r"checkout/(?P<session_id>[A-Za-z0-9_]+)")
@@ -303,8 +303,8 @@ class PaymentMethodViewSet(viewsets.ViewSet):
         return Response(status=status.HTTP_204_NO_CONTENT)
 
     @extend_schema(request=None, responses={201: SetupIntentSerializer, **ERRORS, 503: ErrorSerializer})
-    @action(detail=False, methods=["post"], throttle_classes=[PaymentRateThrottle])
-    def setup(self, request: Request) -> Response:
+    @action(detail=False, methods=["post"], url_path="setup", throttle_classes=[PaymentRateThrottle])
+    def setup_intent(self, request: Request) -> Response:
         """A SetupIntent for saving a card with Stripe.js (confirmCardSetup)."""
         intent = services.setup_intent_create(user=request.user)
         return Response(

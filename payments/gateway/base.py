@@ -238,9 +238,14 @@ class PaymentGateway(ABC):
 
     @abstractmethod
     def list_refunds(
-        self, *, intent_id: str | None = None, cursor: str | None = None, limit: int = 100
+        self,
+        *,
+        intent_id: str | None = None,
+        created_gte: int | None = None,
+        cursor: str | None = None,
+        limit: int = 100,
     ) -> Page:
-        """Refunds newest first (items are RefundInfo)."""
+        """Refunds newest first, optionally one intent's or created since a time (items are RefundInfo)."""
 
     @abstractmethod
     def refund_from_object(self, obj: dict[str, Any]) -> RefundInfo:

@@ -37,13 +37,13 @@ class Command(BaseCommand):
             if moment is None:
                 raise CommandError(f"--since {since!r} is not an ISO 8601 time such as 2026-01-31T12:00:00Z.")
             events = events.filter(received_at__gte=moment)
-        events = list(events)
+        selected = list(events)
         if dry_run:
-            for event in events:
+            for event in selected:
                 self.stdout.write(f"{event.stripe_event_id}  {event.type}  {event.status}")
-            self.stdout.write(f"{len(events)} event(s) would be replayed.")
+            self.stdout.write(f"{len(selected)} event(s) would be replayed.")
             return
-        results = webhook_events_replay(events=events)
+        results = webhook_events_replay(events=selected)
         for event in results:
             line = f"{event.stripe_event_id}  {event.type}  {event.status}"
             self.stdout.write(self.style.ERROR(line) if event.status == "failed" else line)
