@@ -9,7 +9,7 @@ from django.dispatch import receiver
 from bookings import services
 from bookings.exceptions import SoldOut
 from bookings.models import Booking
-from bookings.tasks import send_booking_email
+from bookings.tasks import refund_unseated_payment, send_booking_email
 from payments.queue import enqueue
 from payments.signals import (
     payment_canceled,
@@ -36,7 +36,9 @@ def confirm_on_payment(sender, payment, **kwargs) -> None:
     try:
         services.booking_confirm(booking_id=booking_id)
     except SoldOut:
-        logger.exception("paid booking could not be confirmed", extra={"booking_id": booking_id})
+        # Charged, but the seats went to others after the hold ran out: give the money back.
+        logger.error("paid booking has no seats left: refunding", extra={"booking_id": booking_id})
+        enqueue(refund_unseated_payment, payment.pk)
         return
     enqueue(send_booking_email, booking_id, "confirmed")
     enqueue(send_booking_email, booking_id, "host_confirmed")

@@ -29,3 +29,17 @@ def expire_booking_holds() -> dict:
     from bookings import services
 
     return services.booking_expire_due()
+
+
+@shared_task(acks_late=True)
+def refund_unseated_payment(payment_id: int) -> str:
+    """Refund in full a payment whose booking could not be confirmed (the seats were sold)."""
+    from payments.exceptions import RefundNotAllowed
+    from payments.models import Payment
+    from payments.services import refund_create
+
+    try:
+        refund = refund_create(payment=Payment.objects.get(pk=payment_id), reason="requested_by_customer")
+    except RefundNotAllowed:
+        return "nothing to refund"  # already refunded: the task ran before
+    return refund.status

@@ -189,3 +189,29 @@ def test_a_hold_being_paid_is_not_expired(stripe_env):
     booking_pay(booking_id=booking.pk, payment_method_id=stripe_env.card(), confirm=True)
     Booking.objects.filter(pk=booking.pk).update(status="pending", expires_at=booking.created_at)
     assert expire_booking_holds.apply().get() == {"expired": 0, "skipped": 1}
+
+
+@pytest.mark.emulator
+@pytest.mark.django_db
+def test_payment_after_the_seats_were_sold_is_refunded(stripe_env, django_capture_on_commit_callbacks):
+    from bookings.tasks import refund_unseated_payment
+    from payments.services import payment_sync_intent
+
+    event = EventFactory(capacity=1)
+    late = BookingFactory(event=event)
+    started = booking_pay(booking_id=late.pk, payment_method_id=stripe_env.card())
+    Booking.objects.filter(pk=late.pk).update(status="expired", expires_at=late.created_at)
+    BookingFactory(event=event, status="confirmed")  # the seat went to someone else
+    stripe_env.api("POST", f"/v1/payment_intents/{started.intent.id}/confirm")  # the payer finished anyway
+    with Published() as published, django_capture_on_commit_callbacks(execute=True):
+        from payments.gateway import get_gateway
+
+        payment_sync_intent(intent=get_gateway().retrieve_intent(started.intent.id))
+    assert ("bookings.tasks.refund_unseated_payment", [started.payment.pk]) in [
+        (n, a) for n, a, _ in published.tasks
+    ]
+    assert refund_unseated_payment.apply(args=[started.payment.pk]).get() == "succeeded"
+    assert refund_unseated_payment.apply(args=[started.payment.pk]).get() == "nothing to refund"
+    assert Payment.objects.get(pk=started.payment.pk).status == PaymentStatus.REFUNDED
+    assert Booking.objects.get(pk=late.pk).status == "expired"
+    assert len(stripe_env.api("GET", "/v1/refunds")["data"]) == 1
