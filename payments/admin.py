@@ -162,6 +162,25 @@ class PaymentAdmin(ReadOnlyAdmin):
     )
     fields = readonly_fields
 
+    # A search term that is plainly a Stripe id or an email uses that column's index alone
+    # (OR-ing it with the free-text description would scan the whole table).
+    ID_PREFIXES = {
+        "pi_": "stripe_payment_intent_id",
+        "ch_": "stripe_charge_id",
+        "py_": "stripe_charge_id",
+        "cs_": "stripe_checkout_session_id",
+        "cus_": "stripe_customer_id",
+    }
+
+    def get_search_results(self, request, queryset, search_term):
+        term = search_term.strip()
+        for prefix, field in self.ID_PREFIXES.items():
+            if term.startswith(prefix) and " " not in term:
+                return queryset.filter(**{field: term}), False
+        if "@" in term and " " not in term:
+            return queryset.filter(owner__email__iexact=term), False
+        return super().get_search_results(request, queryset, search_term)
+
     def has_change_permission(self, request, obj=None) -> bool:
         # Staff may open a payment (to see it and refund it); every field stays read-only.
         return request.user.is_staff and request.user.has_perm("payments.view_payment")
