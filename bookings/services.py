@@ -17,7 +17,7 @@ from payments import services as payment_services
 from payments.exceptions import IllegalTransition, ProviderError
 from payments.models import Payment
 from payments.policy import refund_allowed
-from payments.services import PaymentResult
+from payments.services import PaymentResult, PaymentTerms
 from payments.states import PAID_STATUSES, REFUNDABLE_STATUSES
 
 logger = logging.getLogger(__name__)
@@ -166,17 +166,17 @@ def _payable_booking(booking_id: int) -> Booking:
     return booking
 
 
-def _payment_terms(booking: Booking) -> dict:
+def _payment_terms(booking: Booking) -> PaymentTerms:
     """What the payments app is told about a booking: its owner and amounts, never the client's."""
-    return {
-        "payable": booking,
-        "owner": booking.user,
-        "subtotal": booking.subtotal,
-        "fee": booking.fee,
-        "total": booking.total,
-        "currency": booking.currency,
-        "description": booking.payment_description,
-    }
+    return PaymentTerms(
+        payable=booking,
+        owner=booking.user,
+        subtotal=booking.subtotal,
+        fee=booking.fee,
+        total=booking.total,
+        currency=booking.currency,
+        description=booking.payment_description,
+    )
 
 
 def booking_pay(
@@ -185,7 +185,7 @@ def booking_pay(
     """Start (or resume) paying for a pending booking; the amount is the booking's own."""
     booking = _payable_booking(booking_id)
     return payment_services.payment_start(
-        **_payment_terms(booking),
+        terms=_payment_terms(booking),
         payment_method_id=payment_method_id,
         confirm=confirm,
         save_payment_method=save_payment_method,
@@ -196,7 +196,7 @@ def booking_checkout(*, booking_id: int, success_url: str, cancel_url: str):
     """Start paying for a pending booking on Stripe's hosted page."""
     booking = _payable_booking(booking_id)
     return payment_services.payment_checkout_start(
-        **_payment_terms(booking), success_url=success_url, cancel_url=cancel_url
+        terms=_payment_terms(booking), success_url=success_url, cancel_url=cancel_url
     )
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from functools import partial
+from typing import Any
 
 from django.contrib.contenttypes.models import ContentType
 from django.db import IntegrityError, models, transaction
@@ -59,6 +59,43 @@ _STATUS_SIGNALS: dict[str, Signal] = {
     PaymentStatus.CANCELED: signals.payment_canceled,
 }
 _HOLDING_REFUND = (RefundStatus.PENDING, RefundStatus.REQUIRES_ACTION, RefundStatus.SUCCEEDED)
+
+
+@dataclass(frozen=True)
+class PaymentTerms:
+    """What the host app asks to be paid: for what, by whom, how much (minor units) and why.
+
+    Checked on creation: a known currency, a chargeable total, and total = subtotal + fee.
+    """
+
+    payable: models.Model
+    owner: Any
+    subtotal: int
+    fee: int
+    total: int
+    currency: str
+    description: str = ""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "currency", money.normalize_currency(self.currency))
+        money.validate_amount(self.total, self.currency)
+        if self.subtotal + self.fee != self.total or self.subtotal < 0 or self.fee < 0:
+            raise PaymentError("The total must be the subtotal plus the fee.", code="invalid_amount")
+
+    @classmethod
+    def of(cls, payment: Payment) -> PaymentTerms:
+        """The terms an earlier attempt was made on (for a retry)."""
+        if payment.payable is None:
+            raise IllegalTransition("What this payment was for no longer exists.")
+        return cls(
+            payable=payment.payable,
+            owner=payment.owner,
+            subtotal=payment.subtotal,
+            fee=payment.fee,
+            total=payment.total,
+            currency=payment.currency,
+            description=payment.description,
+        )
 
 
 @dataclass(frozen=True)
@@ -170,21 +207,16 @@ def _lock_payable(payable: models.Model) -> None:
 
 
 @transaction.atomic
-def _open_attempt(
-    *, payable, owner, subtotal, fee, total, currency, description, save_payment_method=False
-) -> Payment:
-    """The payable's open attempt, or a new one; checks the amounts, refuses what is already paid."""
-    currency = money.normalize_currency(currency)
-    money.validate_amount(total, currency)
-    if subtotal + fee != total or subtotal < 0 or fee < 0:
-        raise PaymentError("The total must be the subtotal plus the fee.", code="invalid_amount")
+def _open_attempt(terms: PaymentTerms, *, save_payment_method: bool = False) -> Payment:
+    """The payable's open attempt, or a new one; refuses what is already paid."""
+    payable = terms.payable
     _lock_payable(payable)
     payments = Payment.objects.for_payable(payable).select_for_update(of=("self",))
     if payments.filter(status__in=PAID_STATUSES).exists():
         raise IllegalTransition("This has already been paid.", code="already_paid")
     existing = payments.filter(status__in=OPEN_STATUSES).first()
     if existing is not None:
-        if (existing.total, existing.currency) != (total, currency):
+        if (existing.total, existing.currency) != (terms.total, terms.currency):
             raise IllegalTransition("Another payment of a different amount is open; cancel it first.")
         return existing
     attempt = (payments.aggregate(n=Max("attempt"))["n"] or 0) + 1
@@ -192,49 +224,34 @@ def _open_attempt(
     payment = Payment.objects.create(
         content_type=content_type,
         object_id=str(payable.pk),
-        owner=owner,
-        description=description[:255],
-        subtotal=subtotal,
-        fee=fee,
-        total=total,
-        currency=currency,
+        owner=terms.owner,
+        description=terms.description[:255],
+        subtotal=terms.subtotal,
+        fee=terms.fee,
+        total=terms.total,
+        currency=terms.currency,
         attempt=attempt,
         save_payment_method=save_payment_method,
         idempotency_key=f"payment:{content_type.app_label}.{content_type.model}:{payable.pk}:{attempt}",
     )
-    logger.info("payment attempt created", extra=_log_extra(payment, attempt=attempt, total=total))
+    logger.info("payment attempt created", extra=_log_extra(payment, attempt=attempt, total=terms.total))
     return payment
 
 
 def payment_start(
     *,
-    payable: models.Model,
-    owner,
-    subtotal: int,
-    fee: int,
-    total: int,
-    currency: str,
-    description: str = "",
+    terms: PaymentTerms,
     payment_method_id: str = "",
     confirm: bool = False,
     save_payment_method: bool = False,
 ) -> PaymentResult:
-    """Start (or resume) paying for `payable`: a double click gets the same intent back."""
-    payment = _open_attempt(
-        payable=payable,
-        owner=owner,
-        subtotal=subtotal,
-        fee=fee,
-        total=total,
-        currency=currency,
-        description=description,
-        save_payment_method=save_payment_method,
-    )
+    """Start (or resume) paying on `terms`: a double click gets the same intent back."""
+    payment = _open_attempt(terms, save_payment_method=save_payment_method)
     gateway = get_gateway()
     if payment.stripe_payment_intent_id:
         intent = gateway.retrieve_intent(payment.stripe_payment_intent_id)
     else:
-        customer = customer_get_or_create(user=owner)
+        customer = customer_get_or_create(user=terms.owner)
         intent = gateway.create_intent(
             amount=payment.total,
             currency=payment.currency,
@@ -327,18 +344,10 @@ def payment_retry(*, payment: Payment, payment_method_id: str) -> PaymentResult:
     payment = Payment.objects.get(pk=payment.pk)
     if payment.status != PaymentStatus.FAILED:
         raise IllegalTransition("Only a failed payment can be retried.")
-    payable = payment.payable
-    if payable is None:
-        raise IllegalTransition("What this payment was for no longer exists.")
+    terms = PaymentTerms.of(payment)
     payment_cancel(payment=payment)
     return payment_start(
-        payable=payable,
-        owner=payment.owner,
-        subtotal=payment.subtotal,
-        fee=payment.fee,
-        total=payment.total,
-        currency=payment.currency,
-        description=payment.description,
+        terms=terms,
         payment_method_id=payment_method_id,
         confirm=True,
         save_payment_method=payment.save_payment_method,
@@ -411,29 +420,10 @@ def payment_refresh(*, payment: Payment) -> Payment:
 
 
 def payment_checkout_start(
-    *,
-    payable: models.Model,
-    owner,
-    subtotal: int,
-    fee: int,
-    total: int,
-    currency: str,
-    description: str,
-    success_url: str,
-    cancel_url: str,
+    *, terms: PaymentTerms, success_url: str, cancel_url: str
 ) -> tuple[Payment, CheckoutInfo]:
     """Start paying on Stripe's hosted page; an open session is reused, a card attempt replaced."""
-    open_attempt = partial(
-        _open_attempt,
-        payable=payable,
-        owner=owner,
-        subtotal=subtotal,
-        fee=fee,
-        total=total,
-        currency=currency,
-        description=description,
-    )
-    payment = open_attempt()
+    payment = _open_attempt(terms)
     gateway = get_gateway()
     if payment.stripe_checkout_session_id:
         session = gateway.retrieve_checkout_session(payment.stripe_checkout_session_id)
@@ -441,8 +431,8 @@ def payment_checkout_start(
             return payment, session
     if payment.stripe_payment_intent_id and not payment.stripe_checkout_session_id:
         payment_cancel(payment=payment)
-        payment = open_attempt()
-    customer = customer_get_or_create(user=owner)
+        payment = _open_attempt(terms)
+    customer = customer_get_or_create(user=terms.owner)
     session = gateway.create_checkout_session(
         amount=payment.total,
         currency=payment.currency,

@@ -59,3 +59,31 @@ def test_a_donation_is_payable_too(django_capture_on_commit_callbacks):
         payment_transition(payment=payment, status=PaymentStatus.SUCCEEDED)
     payment.refresh_from_db()
     assert payment.status == PaymentStatus.SUCCEEDED
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    ("subtotal", "fee", "total", "currency", "code"),
+    [
+        (5000, 150, 5100, "usd", "invalid_amount"),
+        (-100, 150, 50, "usd", "invalid_amount"),
+        (10, 0, 10, "usd", "amount_out_of_range"),
+        (5000, 150, 5150, "u$d", "invalid_currency"),
+    ],
+)
+def test_payment_terms_are_checked_when_made(subtotal, fee, total, currency, code):
+    from django.core.exceptions import ValidationError
+
+    from payments.exceptions import PaymentError
+    from payments.services import PaymentTerms
+
+    donation = DonationFactory()
+    with pytest.raises((PaymentError, ValidationError)) as info:
+        PaymentTerms(
+            payable=donation, owner=donation.donor, subtotal=subtotal, fee=fee, total=total, currency=currency
+        )
+    assert info.value.code == code
+    terms = PaymentTerms(
+        payable=donation, owner=donation.donor, subtotal=5000, fee=150, total=5150, currency="USD"
+    )
+    assert terms.currency == "usd"
