@@ -5,6 +5,7 @@ from pathlib import Path
 
 import dj_database_url
 from decouple import Csv
+from django.core.exceptions import ImproperlyConfigured
 
 from config.env import env
 
@@ -109,10 +110,22 @@ STRIPE_API_BASE = env("STRIPE_API_BASE", default="")
 # Where the pages load Stripe.js from (the local stack points it at the emulator's stand-in).
 STRIPE_JS_URL = env("STRIPE_JS_URL", default="https://js.stripe.com/v3/")
 
+
+def _fixed_fees(text: str) -> dict[str, int]:
+    """ "usd:30,eur:25" -> {"usd": 30, "eur": 25}: the fixed fee per currency, in minor units."""
+    pairs = (item.split(":", 1) for item in Csv()(text) if item)
+    try:
+        return {currency.strip().lower(): int(amount) for currency, amount in pairs}
+    except ValueError as exc:
+        raise ImproperlyConfigured(
+            "PAYMENTS_FEE_FIXED takes currency:amount pairs, e.g. usd:30,eur:25"
+        ) from exc
+
+
 PAYMENTS = {
     "CURRENCY": env("PAYMENTS_CURRENCY", default="usd"),
     "FEE_RATE": env("PAYMENTS_FEE_RATE", default="0.03"),
-    "FEE_FIXED": env("PAYMENTS_FEE_FIXED", default=0, cast=int),
+    "FEE_FIXED": _fixed_fees(env("PAYMENTS_FEE_FIXED", default="")),
     "SECRET_KEY": STRIPE_SECRET_KEY,
     "PUBLISHABLE_KEY": STRIPE_PUBLISHABLE_KEY,
     "WEBHOOK_SECRETS": STRIPE_WEBHOOK_SECRET,

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from decimal import Decimal
 
 from django.conf import settings
 from django.core.checks import Error, Warning, register
+from django.core.exceptions import ValidationError
 
+from payments import money
 from payments.conf import payments_settings
 
 
@@ -52,4 +55,44 @@ def check_payments_settings(app_configs=None, **kwargs) -> list:
         messages.append(Error("PAYMENTS['FEE_RATE'] must be at least 0 and below 1.", id="payments.E004"))
     if payments_settings.MIN_AMOUNT > payments_settings.MAX_AMOUNT:
         messages.append(Error("PAYMENTS['MIN_AMOUNT'] is above MAX_AMOUNT.", id="payments.E005"))
+    messages.extend(_check_fixed_fee())
+    expires_after = payments_settings.CHECKOUT_EXPIRES_AFTER
+    if not CHECKOUT_EXPIRY_RANGE[0] <= expires_after <= CHECKOUT_EXPIRY_RANGE[1]:
+        messages.append(
+            Error(
+                "PAYMENTS['CHECKOUT_EXPIRES_AFTER'] is outside what Stripe accepts.",
+                hint="Stripe takes 30 minutes to 24 hours; use 31 minutes to 23 hours to leave a margin.",
+                id="payments.E007",
+            )
+        )
     return messages
+
+
+# Stripe refuses a Checkout Session expiring in under 30 minutes or over 24 hours.
+CHECKOUT_EXPIRY_RANGE = (timedelta(minutes=31), timedelta(hours=23))
+
+
+def _check_fixed_fee() -> list:
+    fixed = payments_settings.FEE_FIXED
+    if not isinstance(fixed, dict):
+        return [
+            Error(
+                "PAYMENTS['FEE_FIXED'] must be a dict of currency to minor units.",
+                hint='One number means different money in every currency: write {"usd": 30, "jpy": 40}.',
+                id="payments.E006",
+            )
+        ]
+    errors = []
+    for currency, amount in fixed.items():
+        try:
+            unit = money.chargeable_unit(currency)
+        except ValidationError:
+            unit = 0
+        if not unit or isinstance(amount, bool) or not isinstance(amount, int) or amount < 0 or amount % unit:
+            errors.append(
+                Error(
+                    f"PAYMENTS['FEE_FIXED'][{currency!r}] is not a chargeable amount in minor units.",
+                    id="payments.E006",
+                )
+            )
+    return errors

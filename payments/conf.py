@@ -25,8 +25,10 @@ DEFAULTS: dict[str, Any] = {
     # Money.
     "CURRENCY": "usd",
     "FEE_RATE": Decimal("0.03"),
-    "FEE_FIXED": 0,
-    # Limits in major units; AMOUNT_LIMITS overrides per currency, in minor units.
+    # The fixed part of the fee per currency, in that currency's minor units: {"usd": 30, "jpy": 40}.
+    "FEE_FIXED": {},
+    # Limits in major units; AMOUNT_LIMITS overrides per currency, in minor units. Stripe's own
+    # per-currency minimum and its eight-digit maximum always apply (payments.money).
     "MIN_AMOUNT": Decimal("0.50"),
     "MAX_AMOUNT": Decimal("100000.00"),
     "AMOUNT_LIMITS": {},
@@ -38,7 +40,8 @@ DEFAULTS: dict[str, Any] = {
     "WEBHOOK_MAX_ATTEMPTS": 5,
     # Seconds storing an event may wait for a database lock before the endpoint answers 503.
     "WEBHOOK_LOCK_TIMEOUT": 5,
-    "CHECKOUT_EXPIRES_AFTER": timedelta(minutes=30),
+    # Stripe takes 30 minutes to 24 hours; 35 minutes leaves room for clock skew and latency.
+    "CHECKOUT_EXPIRES_AFTER": timedelta(minutes=35),
     # Background work: open attempts older than this are canceled; refunds retried this often.
     "OPEN_PAYMENT_TTL": timedelta(hours=2),
     "REFUND_RETRY_ATTEMPTS": 8,
@@ -67,6 +70,8 @@ class PaymentsSettings:
                 value = Decimal(str(value))
             if name in {"MIN_AMOUNT", "MAX_AMOUNT"}:
                 value = Decimal(str(value))
+            if name == "FEE_FIXED" and isinstance(value, dict):
+                value = {str(k).lower(): v for k, v in value.items()}
             if name == "WEBHOOK_SECRETS" and isinstance(value, str):
                 value = [s.strip() for s in value.split(",") if s.strip()]
             self._cached[name] = value

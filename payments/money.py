@@ -34,6 +34,38 @@ THREE_DECIMAL = frozenset(["bhd", "jod", "kwd", "omr", "tnd"])
 # Whole units only, but Stripe's API still takes them with two decimals that are always 00.
 WHOLE_UNITS_TWO_DECIMAL = frozenset({"isk", "ugx"})
 
+# https://docs.stripe.com/currencies#minimum-and-maximum-charge-amounts, in minor units.
+# Currencies not listed take PAYMENTS["MIN_AMOUNT"] (major units) as their minimum.
+STRIPE_MINIMUM_CHARGE = {
+    "usd": 50,
+    "aed": 200,
+    "aud": 50,
+    "bgn": 100,
+    "brl": 50,
+    "cad": 50,
+    "chf": 50,
+    "czk": 1500,
+    "dkk": 250,
+    "eur": 50,
+    "gbp": 30,
+    "hkd": 400,
+    "huf": 17500,
+    "inr": 50,
+    "jpy": 50,
+    "mxn": 1000,
+    "myr": 200,
+    "nok": 300,
+    "nzd": 50,
+    "pln": 200,
+    "ron": 200,
+    "sek": 300,
+    "sgd": 50,
+    "thb": 1000,
+}
+# "The amount value supports up to eight digits" (Stripe's API reference, PaymentIntent.amount).
+STRIPE_MAXIMUM_DIGITS = 8
+STRIPE_MAXIMUM_CHARGE = 10**STRIPE_MAXIMUM_DIGITS - 1
+
 _CURRENCY_RE = re.compile(r"^[a-z]{3}$")
 _AMOUNT_RE = re.compile(r"^\d+(\.\d+)?$")
 
@@ -95,40 +127,65 @@ def format_amount(minor: int, currency: str) -> str:
     return f"{major:,.{decimals}f} {normalize_currency(currency).upper()}"
 
 
-def _unit(currency: str) -> int:
-    """The smallest chargeable step in minor units (100 for ISK/UGX, else 1)."""
-    return 100 if normalize_currency(currency) in WHOLE_UNITS_TWO_DECIMAL else 1
+def chargeable_unit(currency: str) -> int:
+    """The smallest chargeable step in minor units: 100 for ISK/UGX (whole units only), 10 for
+    three-decimal currencies (Stripe requires their last digit to be 0), else 1."""
+    code = normalize_currency(currency)
+    if code in WHOLE_UNITS_TWO_DECIMAL:
+        return 100
+    if code in THREE_DECIMAL:
+        return 10
+    return 1
+
+
+def fixed_fee(currency: str) -> int:
+    """The fixed part of the fee for `currency`, in its minor units (PAYMENTS["FEE_FIXED"])."""
+    return int(payments_settings.FEE_FIXED.get(normalize_currency(currency), 0))
 
 
 def compute_fee(subtotal: int, currency: str) -> int:
     """Processing fee: rate × subtotal rounded half up, plus the fixed part, in minor units."""
     if subtotal < 0:
         raise ValidationError("The subtotal cannot be negative.", code="invalid_amount")
-    unit = _unit(currency)
+    unit = chargeable_unit(currency)
     rated = (Decimal(subtotal) * payments_settings.FEE_RATE / unit).quantize(
         Decimal(1), rounding=ROUND_HALF_UP
     )
-    return int(rated) * unit + int(payments_settings.FEE_FIXED)
+    return int(rated) * unit + fixed_fee(currency)
 
 
 def amount_limits(currency: str) -> tuple[int, int]:
-    """(minimum, maximum) chargeable total in minor units for `currency`."""
+    """(minimum, maximum) chargeable total in minor units for `currency`.
+
+    The minimum is Stripe's for the currency (MIN_AMOUNT, in major units, for one its table does
+    not list), the maximum MAX_AMOUNT; AMOUNT_LIMITS (minor units) replaces both for a currency.
+    Never outside what Stripe charges: its per-currency minimum and eight digits.
+    """
     code = normalize_currency(currency)
+    unit = chargeable_unit(code)
     override = payments_settings.AMOUNT_LIMITS.get(code)
-    if override:
-        return int(override[0]), int(override[1])
-    unit = _unit(code)
     scale = exponent(code)
-    low = (payments_settings.MIN_AMOUNT.scaleb(scale) / unit).to_integral_value(rounding="ROUND_CEILING")
-    high = (payments_settings.MAX_AMOUNT.scaleb(scale) / unit).to_integral_value(rounding="ROUND_FLOOR")
-    return max(int(low) * unit, unit), int(high) * unit
+    if override:
+        low, high = int(override[0]), int(override[1])
+    else:
+        fallback = payments_settings.MIN_AMOUNT.scaleb(scale).to_integral_value(rounding="ROUND_CEILING")
+        low = STRIPE_MINIMUM_CHARGE.get(code, int(fallback))
+        high = int(payments_settings.MAX_AMOUNT.scaleb(scale).to_integral_value(rounding="ROUND_FLOOR"))
+    low = max(low, STRIPE_MINIMUM_CHARGE.get(code, 0))
+    high = min(high, STRIPE_MAXIMUM_CHARGE)
+    # Round inwards to what can be charged at all (whole ISK, three-decimal amounts ending in 0).
+    return max(-(-low // unit) * unit, unit), high // unit * unit
 
 
 def validate_amount(total: int, currency: str) -> None:
     """Raise ValidationError unless `total` is chargeable in `currency`."""
     low, high = amount_limits(currency)
-    if total % _unit(currency):
-        raise ValidationError(f"{currency.upper()} amounts must be whole units.", code="invalid_amount")
+    unit = chargeable_unit(currency)
+    if total % unit:
+        step = format_amount(unit, currency)
+        raise ValidationError(
+            f"{currency.upper()} amounts must be a multiple of {step}.", code="invalid_amount"
+        )
     if not low <= total <= high:
         raise ValidationError(
             f"The amount must be between {format_amount(low, currency)} and {format_amount(high, currency)}.",

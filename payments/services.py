@@ -583,6 +583,12 @@ def _reserve_refund(*, payment_id: int, amount: int | None, reason: str, request
             if refundable
             else "Nothing is left to refund."
         )
+    unit = money.chargeable_unit(payment.currency)
+    if amount % unit:
+        raise RefundNotAllowed(
+            f"{payment.currency.upper()} refunds must be a multiple of "
+            f"{money.format_amount(unit, payment.currency)}."
+        )
     number = payment.refunds.count() + 1
     refund = Refund.objects.create(
         payment=payment,

@@ -35,3 +35,25 @@ def test_configured_project_passes(settings):
     settings.DEBUG = False
     settings.PAYMENTS = {"SECRET_KEY": "sk_test_abc", "WEBHOOK_SECRETS": ["whsec_a", "whsec_b"]}
     assert _ids(settings) == set()
+
+
+def test_fixed_fee_as_one_number_is_an_error(settings):
+    settings.DEBUG = True
+    settings.PAYMENTS = {"FEE_FIXED": 30}
+    assert "payments.E006" in _ids(settings)
+
+
+def test_fixed_fee_that_cannot_be_charged_is_an_error(settings):
+    settings.DEBUG = True
+    settings.PAYMENTS = {"FEE_FIXED": {"usd": 30, "kwd": 105}}  # KWD amounts end in 0
+    assert "payments.E006" in _ids(settings)
+
+
+def test_checkout_expiry_within_stripes_window(settings):
+    from datetime import timedelta
+
+    settings.DEBUG = True
+    settings.PAYMENTS = {"CHECKOUT_EXPIRES_AFTER": timedelta(minutes=30)}
+    assert "payments.E007" in _ids(settings)
+    settings.PAYMENTS = {"CHECKOUT_EXPIRES_AFTER": timedelta(minutes=35)}
+    assert _ids(settings) == set()

@@ -16,7 +16,7 @@ from payments import money
         ("100000", "usd", 10_000_000),
         ("1500", "jpy", 1500),
         ("1500", "JPY", 1500),
-        ("12.345", "kwd", 12345),
+        ("12.340", "kwd", 12340),
         ("1.5", "bhd", 1500),
         ("5", "isk", 500),
         ("1000", "ugx", 100_000),
@@ -60,7 +60,7 @@ def test_to_minor_refuses_float():
     [
         (2060, "usd", "20.60 USD"),
         (1500, "jpy", "1,500 JPY"),
-        (12345, "kwd", "12.345 KWD"),
+        (12340, "kwd", "12.340 KWD"),
         (500, "isk", "5 ISK"),
     ],
 )
@@ -77,7 +77,8 @@ def test_format_amount(minor, currency, text):
         (149, "usd", 4),  # 4.47 -> 4
         (1000, "jpy", 30),
         (1050, "jpy", 32),  # 31.5 -> 32
-        (12345, "kwd", 370),  # 370.35 -> 370
+        (12340, "kwd", 370),  # 370.2 -> 370 (three decimals: steps of 10)
+        (12500, "kwd", 380),  # 375 -> 38 tens, half up
         (5000, "isk", 200),  # 1.5 ISK rounds to 2 whole ISK = 200
     ],
 )
@@ -85,18 +86,24 @@ def test_fee_rounds_half_up(subtotal, currency, fee):
     assert money.compute_fee(subtotal, currency) == fee
 
 
-def test_fee_fixed_part(settings):
-    settings.PAYMENTS = {**settings.PAYMENTS, "FEE_RATE": "0.029", "FEE_FIXED": 30}
-    assert money.compute_fee(10000, "usd") == 290 + 30
+def test_fee_fixed_part_is_per_currency(settings):
+    settings.PAYMENTS = {**settings.PAYMENTS, "FEE_RATE": "0.029", "FEE_FIXED": {"usd": 30, "JPY": 40}}
+    assert money.compute_fee(10000, "usd") == 290 + 30  # 0.30 USD
+    assert money.compute_fee(10000, "jpy") == 290 + 40  # 40 JPY, not 30
+    assert money.compute_fee(10000, "eur") == 290  # none configured for EUR
 
 
 @pytest.mark.parametrize(
     ("currency", "low", "high"),
     [
         ("usd", 50, 10_000_000),
-        ("jpy", 1, 100_000),
-        ("kwd", 500, 100_000_000),
+        ("eur", 50, 10_000_000),
+        ("gbp", 30, 10_000_000),  # Stripe's minimum for GBP is 0.30
+        ("jpy", 50, 100_000),  # and 50 for JPY, not 0.50 of a yen
+        ("hkd", 400, 10_000_000),
+        ("kwd", 500, 99_999_990),  # eight digits at most, ending in 0
         ("isk", 100, 10_000_000),
+        ("idr", 50, 10_000_000),  # not in Stripe's table: MIN_AMOUNT
     ],
 )
 def test_amount_limits(currency, low, high):
@@ -111,11 +118,30 @@ def test_validate_amount_rejects_out_of_range():
         assert info.value.code == "amount_out_of_range"
 
 
+def test_jpy_below_stripes_minimum_is_refused():
+    money.validate_amount(50, "jpy")
+    with pytest.raises(ValidationError) as info:
+        money.validate_amount(49, "jpy")
+    assert info.value.code == "amount_out_of_range"
+
+
+def test_three_decimal_amounts_must_end_in_zero():
+    money.validate_amount(money.to_minor("12.340", "kwd"), "kwd")
+    with pytest.raises(ValidationError) as info:
+        money.validate_amount(money.to_minor("12.345", "kwd"), "kwd")
+    assert info.value.code == "invalid_amount"
+
+
 def test_validate_amount_rejects_fractional_isk():
     with pytest.raises(ValidationError):
         money.validate_amount(550, "isk")
 
 
 def test_limits_override_per_currency(settings):
-    settings.PAYMENTS = {**settings.PAYMENTS, "AMOUNT_LIMITS": {"jpy": (50, 1_000_000)}}
-    assert money.amount_limits("jpy") == (50, 1_000_000)
+    settings.PAYMENTS = {**settings.PAYMENTS, "AMOUNT_LIMITS": {"jpy": (100, 1_000_000)}}
+    assert money.amount_limits("jpy") == (100, 1_000_000)
+
+
+def test_limits_override_never_goes_beyond_stripe(settings):
+    settings.PAYMENTS = {**settings.PAYMENTS, "AMOUNT_LIMITS": {"usd": (1, 10**12)}}
+    assert money.amount_limits("usd") == (50, 99_999_999)

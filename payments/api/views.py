@@ -278,7 +278,7 @@ class PaymentConfigView(APIView):
                 "publishable_key": payments_settings.PUBLISHABLE_KEY,
                 "currency": currency,
                 "fee_rate": str(payments_settings.FEE_RATE),
-                "fee_fixed": int(payments_settings.FEE_FIXED),
+                "fee_fixed": money.fixed_fee(currency),
                 "min_amount": low,
                 "max_amount": high,
                 "refund_cutoff_hours": payments_settings.REFUND_CUTOFF.total_seconds() / 3600,

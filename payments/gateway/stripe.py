@@ -93,10 +93,12 @@ def _translate(exc: stripe.StripeError) -> PaymentError:
     code = getattr(exc, "code", None) or ""
     param = getattr(exc, "param", None)
     if isinstance(exc, stripe.CardError):
+        # The SDK keeps the decline code on the error object, not on the exception.
+        error = getattr(exc, "error", None)
         return CardError(
             exc.user_message or CardError.default_message,
             code=code or "card_declined",
-            decline_code=getattr(exc, "decline_code", None) or None,
+            decline_code=getattr(error, "decline_code", None) or None,
             param=param,
         )
     if isinstance(exc, stripe.RateLimitError):
