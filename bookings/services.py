@@ -29,8 +29,9 @@ _TRANSITIONS = {
         Booking.Status.EXPIRED,
     },
     Booking.Status.CONFIRMED: {Booking.Status.CANCELLED},
-    # A payment that lands after its hold ran out still confirms, if the seats are there.
-    Booking.Status.EXPIRED: {Booking.Status.CONFIRMED},
+    # A payment that lands after its hold ran out still confirms, if the seats are there; one for
+    # an attempt that was canceled is refunded, which cancels the booking for good.
+    Booking.Status.EXPIRED: {Booking.Status.CONFIRMED, Booking.Status.CANCELLED},
     Booking.Status.CANCELLED: set(),
 }
 

@@ -64,7 +64,6 @@ def booking_pay(request, pk: int):
     config = {
         "publishableKey": payments_settings.PUBLISHABLE_KEY,
         "api": f"/api/bookings/{booking.pk}/payment/",
-        "setupUrl": "/api/payment/methods/setup/",
         "resultUrl": reverse("booking-payment-result", args=[booking.pk]),
         "paymentStatus": payment.status if payment else None,
     }

@@ -224,9 +224,9 @@ class _Run:
                 not self.dry_run
                 and services.payment_sync_intent(intent=intent, payment_id=payment.pk) is not None
             )
-            self.add(
-                Finding("status_behind", intent.id, payment.pk, payment.status, intent.status, fixed=fixed)
-            )
+            # Money for a canceled attempt: the sync has refunded it; say so, not just "behind".
+            kind = "paid_after_cancel" if payment.status == PaymentStatus.CANCELED else "status_behind"
+            self.add(Finding(kind, intent.id, payment.pk, payment.status, intent.status, fixed=fixed))
         elif payment.status in PAID_STATUSES and intent.status != PaymentStatus.SUCCEEDED:
             self.add(
                 Finding("local_paid_not_at_stripe", intent.id, payment.pk, payment.status, intent.status)

@@ -44,6 +44,7 @@ from payments.models import Customer, Dispute, Payment, Refund
 from payments.states import (
     OPEN_STATUSES,
     PAID_STATUSES,
+    REFUND_REVERSALS,
     REFUNDABLE_STATUSES,
     PaymentStatus,
     RefundStatus,
@@ -59,6 +60,9 @@ _STATUS_SIGNALS: dict[str, Signal] = {
     PaymentStatus.CANCELED: signals.payment_canceled,
 }
 _HOLDING_REFUND = (RefundStatus.PENDING, RefundStatus.REQUIRES_ACTION, RefundStatus.SUCCEEDED)
+_FINAL_REFUND = (RefundStatus.FAILED, RefundStatus.CANCELED)
+# The reason recorded on the automatic refund of a payment that arrived after its attempt was canceled.
+PAID_AFTER_CANCEL_REASON = "paid_after_cancel"
 
 
 @dataclass(frozen=True)
@@ -133,10 +137,30 @@ def _set_status(payment: Payment, target: str, *, reason: str = "") -> None:
         payment.succeeded_at = timezone.now()
     payment.save()
     logger.info("payment status changed", extra=_log_extra(payment, previous=previous, status=target))
+    if previous == PaymentStatus.CANCELED:
+        _refund_paid_after_cancel(payment)
+        return
     signal = _STATUS_SIGNALS.get(target)
     # A won dispute returns a payment to succeeded: that is not a new success.
     if signal and not (target == PaymentStatus.SUCCEEDED and previous == PaymentStatus.DISPUTED):
         _send_on_commit(signal, payment=payment, reason=reason)
+
+
+def _refund_paid_after_cancel(payment: Payment) -> None:
+    """Money arrived for an attempt we had canceled (its payable expired or was cancelled while
+    the payer was paying): it is never a sale. A full refund is recorded in this transaction and
+    submitted once it commits; the refund's own signal tells the host."""
+    from payments.queue import enqueue
+    from payments.tasks import retry_refund
+
+    refund = _reserve_refund(
+        payment_id=payment.pk, amount=None, reason=PAID_AFTER_CANCEL_REASON, requested_by=None
+    )
+    logger.error(
+        "payment arrived after its attempt was canceled: refunding it in full",
+        extra=_log_extra(payment, refund_id=refund.pk, amount=refund.amount),
+    )
+    enqueue(retry_refund, refund.pk)
 
 
 @transaction.atomic
@@ -337,11 +361,13 @@ def _record_decline(payment_id: int, error: CardError) -> None:
     )
 
 
-def payment_retry(*, payment: Payment, payment_method_id: str) -> PaymentResult:
-    """After a failure: cancel the failed intent and charge a new attempt with another card."""
-    if not payment_method_id:
-        raise PaymentError("A payment method is needed to retry.", code="invalid_request")
-    payment = Payment.objects.get(pk=payment.pk)
+def payment_retry(*, payment: Payment, payment_method_id: str = "") -> PaymentResult:
+    """After a failure: cancel the failed intent and start a new attempt, charged to
+    `payment_method_id` when given, else returned unconfirmed for Stripe.js to confirm.
+
+    A decline Stripe.js saw may not have reached us yet: an open attempt is asked about first.
+    """
+    payment = payment_refresh(payment=payment)
     if payment.status != PaymentStatus.FAILED:
         raise IllegalTransition("Only a failed payment can be retried.")
     terms = PaymentTerms.of(payment)
@@ -349,7 +375,7 @@ def payment_retry(*, payment: Payment, payment_method_id: str) -> PaymentResult:
     return payment_start(
         terms=terms,
         payment_method_id=payment_method_id,
-        confirm=True,
+        confirm=bool(payment_method_id),
         save_payment_method=payment.save_payment_method,
     )
 
@@ -363,6 +389,13 @@ def payment_cancel(*, payment: Payment, reason: str = "") -> Payment:
     if payment.status == PaymentStatus.CANCELED:
         return payment
     check_transition(payment.status, PaymentStatus.CANCELED)
+    if payment.stripe_checkout_session_id:
+        # Close the hosted page first, or the payer could still pay for what is gone.
+        payment = _expire_checkout(payment, reason=reason)
+        if payment.status == PaymentStatus.CANCELED:
+            return payment
+        if payment.status not in OPEN_STATUSES:
+            raise IllegalTransition("The payment could not be canceled: it is already being paid.")
     if payment.stripe_payment_intent_id:
         gateway = get_gateway()
         try:
@@ -381,6 +414,21 @@ def payment_cancel(*, payment: Payment, reason: str = "") -> Payment:
         locked = _lock_payment(payment.pk)
         _set_status(locked, PaymentStatus.CANCELED, reason=reason)
     return locked
+
+
+def _expire_checkout(payment: Payment, *, reason: str) -> Payment:
+    """Expire the payment's Checkout Session at the provider and apply what it then says."""
+    gateway = get_gateway()
+    try:
+        session = gateway.expire_checkout_session(
+            payment.stripe_checkout_session_id, idempotency_key=f"{payment.idempotency_key}:expire"
+        )
+    except ProviderError as error:
+        if error.retryable:
+            raise
+        # No longer open: paid, or expired already.
+        session = gateway.retrieve_checkout_session(payment.stripe_checkout_session_id)
+    return payment_sync_checkout(session=session, reason=reason) or payment
 
 
 def payments_expire_stale(*, older_than) -> dict[str, int]:
@@ -429,6 +477,9 @@ def payment_checkout_start(
         session = gateway.retrieve_checkout_session(payment.stripe_checkout_session_id)
         if session.status == "open":
             return payment, session
+        # Expired (or paid) meanwhile: apply that; a new attempt gets a session of its own.
+        payment_sync_checkout(session=session)
+        payment = _open_attempt(terms)
     if payment.stripe_payment_intent_id and not payment.stripe_checkout_session_id:
         payment_cancel(payment=payment)
         payment = _open_attempt(terms)
@@ -480,10 +531,13 @@ def _find_payment(
 
 
 @transaction.atomic
-def payment_sync_checkout(*, session: CheckoutInfo, failed: bool = False) -> Payment | None:
+def payment_sync_checkout(
+    *, session: CheckoutInfo, failed: bool = False, reason: str | None = None
+) -> Payment | None:
     """Apply a checkout session's state: link its intent; paid -> succeeded; expired -> canceled.
 
-    `failed` is set for an asynchronous payment method that failed after the session completed.
+    `failed` is set for an asynchronous payment method that failed after the session completed;
+    `reason` goes with a cancellation ("expired" when the session ran out by itself).
     """
     payment_id = _find_payment(session_id=session.id, payment_id=session.client_reference_id)
     if payment_id is None:
@@ -502,8 +556,10 @@ def payment_sync_checkout(*, session: CheckoutInfo, failed: bool = False) -> Pay
         target = PaymentStatus.FAILED
     if session.status == "expired":
         target = PaymentStatus.CANCELED
+    if reason is None:
+        reason = "expired" if session.status == "expired" else ""
     if target and payment.status != target and can_transition(payment.status, target):
-        _set_status(payment, target, reason="expired" if session.status == "expired" else "")
+        _set_status(payment, target, reason=reason)
         if target == PaymentStatus.SUCCEEDED:
             _settle_refunds(payment, None, notify=False)
     return payment
@@ -691,10 +747,11 @@ def refund_sync(*, info: RefundInfo, refund_id: int | None = None) -> Refund | N
     else:
         refund = Refund.objects.select_for_update().get(pk=refund.pk)
         refund.stripe_refund_id = refund.stripe_refund_id or info.id
-        # Stripe is the truth, except that a settled refund never goes back to pending.
-        if info.status not in (RefundStatus.PENDING, RefundStatus.REQUIRES_ACTION) or refund.status in (
-            RefundStatus.PENDING,
-            RefundStatus.REQUIRES_ACTION,
+        # Stripe is the truth, except that a settled refund never goes back to pending and a
+        # failed or canceled one is final (an older refund.updated may arrive after refund.failed).
+        if refund.status not in _FINAL_REFUND and (
+            info.status not in (RefundStatus.PENDING, RefundStatus.REQUIRES_ACTION)
+            or refund.status in (RefundStatus.PENDING, RefundStatus.REQUIRES_ACTION)
         ):
             refund.status = info.status
         refund.failure_reason = info.failure_reason or refund.failure_reason
@@ -704,14 +761,26 @@ def refund_sync(*, info: RefundInfo, refund_id: int | None = None) -> Refund | N
 
 
 def _settle_refunds(payment: Payment, refund: Refund | None, *, notify: bool) -> None:
-    """Move a locked payment to (partially_)refunded from its refunds; tell the host of a new one."""
+    """Move a locked payment to (partially_)refunded from its refunds, or back when one failed;
+    tell the host of a new refund."""
     held = payment.refunds.filter(status__in=_HOLDING_REFUND, stripe_refund_id__gt="")
     refunded = held.aggregate(total=models.Sum("amount"))["total"] or 0
-    if refunded <= 0:
-        return
-    target = PaymentStatus.REFUNDED if refunded >= payment.total else PaymentStatus.PARTIALLY_REFUNDED
-    if payment.status != target and can_transition(payment.status, target):
+    if refunded >= payment.total:
+        target = PaymentStatus.REFUNDED
+    elif refunded > 0:
+        target = PaymentStatus.PARTIALLY_REFUNDED
+    else:
+        target = PaymentStatus.SUCCEEDED
+    if refunded and payment.status != target and can_transition(payment.status, target):
         _set_status(payment, target)
+    elif target in REFUND_REVERSALS.get(payment.status, ()):
+        # A refund failed after it succeeded: the money is ours again and refundable again.
+        previous, payment.status = payment.status, target
+        payment.save(update_fields=["status", "updated_at"])
+        logger.error(
+            "a refund failed at the provider: the payment holds its money again",
+            extra=_log_extra(payment, previous=previous, status=target, refunded=refunded),
+        )
     if notify and refund is not None and refund.status in _HOLDING_REFUND:
         _send_on_commit(
             signals.payment_refunded,

@@ -40,8 +40,17 @@ PAYMENT_TRANSITIONS: dict[str, frozenset[str]] = {
     S.SUCCEEDED: frozenset({S.PARTIALLY_REFUNDED, S.REFUNDED, S.DISPUTED}),
     S.PARTIALLY_REFUNDED: frozenset({S.REFUNDED, S.DISPUTED}),
     S.DISPUTED: frozenset({S.SUCCEEDED, S.PARTIALLY_REFUNDED, S.REFUNDED}),
-    S.CANCELED: frozenset(),
+    # Money can still arrive for a canceled attempt (the payer was paying when we canceled):
+    # it is recorded as a success and refunded at once (services._refund_paid_after_cancel).
+    S.CANCELED: frozenset({S.SUCCEEDED}),
     S.REFUNDED: frozenset(),
+}
+
+# A refund that fails after it succeeded (a closed card) gives the money back to us: the only
+# moves backwards, made from the refunds that still hold money, never from an event's order.
+REFUND_REVERSALS: dict[str, frozenset[str]] = {
+    S.REFUNDED: frozenset({S.PARTIALLY_REFUNDED, S.SUCCEEDED}),
+    S.PARTIALLY_REFUNDED: frozenset({S.SUCCEEDED}),
 }
 
 OPEN_STATUSES = frozenset({S.CREATED, S.REQUIRES_ACTION, S.PROCESSING})

@@ -18,7 +18,7 @@ def main() -> None:
         "--port", type=int, default=8420, help="the API address for the server (STRIPE_API_BASE)"
     )
     parser.add_argument(
-        "--emulator-port", type=int, default=8421, help="localstripe itself (serves Stripe.js)"
+        "--emulator-port", type=int, default=8421, help="localstripe itself, behind the proxy"
     )
     parser.add_argument(
         "--webhook-url",
@@ -35,9 +35,7 @@ def main() -> None:
     harness = StripeHarness().start(port=args.port, emulator_port=args.emulator_port)
     if args.webhook_url:
         harness.api("POST", "/_config/webhooks/site", url=args.webhook_url, secret=args.webhook_secret)
-    print(
-        f"Stripe emulator: API {harness.url}, Stripe.js {harness.emulator_url}/js.stripe.com/v3/", flush=True
-    )
+    print(f"Stripe emulator: API {harness.url}, Stripe.js {harness.url}/js.stripe.com/v3/", flush=True)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())

@@ -1,19 +1,21 @@
 """A private Stripe emulator: localstripe behind a recording, fault-injecting proxy.
 
 localstripe (PyPI) runs in-process on a free loopback port, its disk store turned
-off so each run is private. The proxy in front of it is what the gateway talks to,
-and is the one documented place where the emulator is extended to act like Stripe:
+off so each run is private. Where it is kinder than Stripe it is made strict in one
+module, stripe_emulator/strict.py (test cards and decline codes, amounts, refunds,
+Checkout Sessions, the events Stripe sends, list filters). The proxy in front of it is
+what the gateway and the browser talk to; it adds what lives at Stripe's edge:
 
-* idempotency: a POST with an `Idempotency-Key` seen before gets the first answer
-  replayed (`Idempotent-Replayed: true`), or a 400 `idempotency_error` when its
-  parameters differ; concurrent requests with one key wait for the first;
-* parameters localstripe rejects but Stripe accepts (UNSUPPORTED_PARAMS) are taken
-  out before forwarding and echoed back into the answer;
-* Checkout Sessions, which localstripe lacks, are served from Stripe's fixture
-  object (stripe_emulator/fixtures/objects.json);
-* faults are scripted per request (status with headers, a reset after the request
-  was forwarded, a slow answer after forwarding) and every request is recorded with
-  its method, path and idempotency key.
+* idempotency: a POST with an `Idempotency-Key` seen in the last 24 hours gets the
+  first answer replayed (`Idempotent-Replayed: true`), or a 400 `idempotency_error`
+  when its parameters differ; concurrent requests with one key wait for the first;
+* the publishable-key requests Stripe.js makes (create a PaymentMethod, confirm a
+  PaymentIntent with its client secret), and the project's own Stripe.js stand-in at
+  /js.stripe.com/v3/ (stripe_emulator/static/stripe-v3.js);
+* the hosted Checkout page a session's `url` points at (/checkout/pay/<id>);
+* faults scripted per request (status with headers, a reset after the request was
+  forwarded, a slow answer after forwarding); every request is recorded with its
+  method, path and idempotency key.
 
 Production code never knows any of this; it just talks to STRIPE_API_BASE.
 """
@@ -22,10 +24,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import copy
 import hashlib
 import hmac
+import html
 import json
+import re
 import secrets
 import threading
 import time
@@ -39,16 +42,22 @@ from aiohttp import ClientSession, web
 from localstripe import resources as ls_resources
 from localstripe import server as ls_server
 from localstripe import webhooks as ls_webhooks
+from localstripe.errors import UserError
 
-FIXTURES = json.loads((Path(__file__).parent / "fixtures" / "objects.json").read_text())["resources"]
+from stripe_emulator import strict
+from stripe_emulator.strict import API_VERSION, stripe_object
 
-# Parameters Stripe documents that localstripe 1.15 answers with "Unexpected ...".
-UNSUPPORTED_PARAMS: dict[tuple[str, str], tuple[str, ...]] = {
-    ("POST", "/v1/payment_intents"): ("description", "setup_future_usage"),
-    ("POST", "/v1/refunds"): ("reason",),
-    # List filters: without them the emulator answers a superset, which is still correct.
-    ("GET", "/v1/payment_intents"): ("created",),
-    ("GET", "/v1/refunds"): ("created",),
+__all__ = ["StripeHarness", "make_event", "sign_payload", "stripe_object", "use_state_file"]
+
+STAND_IN_JS = Path(__file__).parent / "static" / "stripe-v3.js"
+# How long Stripe keeps an idempotency key (https://docs.stripe.com/api/idempotent_requests).
+IDEMPOTENCY_WINDOW = 24 * 60 * 60
+# The key the proxy uses for what a browser asks with a publishable key.
+_SERVER_KEY = "Bearer sk_test_emulator_proxy"
+_CORS = {
+    "Access-Control-Allow-Origin": "*",
+    "Access-Control-Allow-Headers": "Content-Type, Authorization, Stripe-Version",
+    "Access-Control-Allow-Methods": "GET, POST, DELETE, OPTIONS",
 }
 
 # Keep localstripe's store in memory only (not in its one shared pickle file), unless
@@ -77,13 +86,6 @@ _ID_ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"
 ls_resources.random_id = lambda n: "".join(secrets.choice(_ID_ALPHABET) for _ in range(n))
 
 
-def stripe_object(name: str, **overrides: Any) -> dict[str, Any]:
-    """A copy of Stripe's example object `name` with `overrides` set."""
-    obj = copy.deepcopy(FIXTURES[name])
-    obj.update(overrides)
-    return obj
-
-
 def sign_payload(payload: bytes, secret: str, timestamp: int | None = None) -> str:
     """A `Stripe-Signature` header for `payload`, as Stripe computes it."""
     ts = int(time.time()) if timestamp is None else timestamp
@@ -98,7 +100,7 @@ def make_event(event_type: str, obj: dict[str, Any], **overrides: Any) -> dict[s
         id="evt_" + secrets.token_hex(12),
         type=event_type,
         created=int(time.time()),
-        api_version="2026-10-28.endive",
+        api_version=API_VERSION,
         data={"object": obj},
         **overrides,
     )
@@ -154,8 +156,7 @@ class StripeHarness:
         self.loop = asyncio.new_event_loop()
         self.requests: list[Recorded] = []
         self.faults: list[Fault] = []
-        self.sessions: dict[str, dict[str, Any]] = {}
-        self._replays: dict[str, tuple[str, int, dict[str, str], bytes]] = {}
+        self._replays: dict[str, tuple[str, int, dict[str, str], bytes, float]] = {}
         self._key_locks: dict[str, asyncio.Lock] = {}
         self._guard = threading.Lock()
         self.emulator_url = ""
@@ -190,6 +191,7 @@ class StripeHarness:
         proxy_site = web.TCPSite(proxy, "127.0.0.1", self._ports[0])
         await proxy_site.start()
         self.url = f"http://127.0.0.1:{proxy_site._server.sockets[0].getsockname()[1]}"
+        strict.HOSTED_PAGE_BASE["url"] = self.url
         self._client = ClientSession()
 
     def reset(self) -> None:
@@ -198,7 +200,6 @@ class StripeHarness:
             self.faults.clear()
             self.requests.clear()
             self._replays.clear()
-            self.sessions.clear()
         requests.delete(f"{self.emulator_url}/_config/data", timeout=5)
 
     # Scripting -----------------------------------------------------------------------------
@@ -296,28 +297,61 @@ class StripeHarness:
         for key in [k for k in ls_resources.store if k.startswith("event:")]:
             del ls_resources.store[key]
 
-    def complete_checkout(self, session_id: str, *, card: str = "4242424242424242") -> dict[str, Any]:
-        """Pay a checkout session as a customer on Stripe's page would; returns the session."""
-        session = self.sessions[session_id]
-        intent = self.api(
-            "POST",
-            "/v1/payment_intents",
-            amount=str(session["amount_total"]),
-            currency=session["currency"],
-            payment_method=self.card(card),
-            confirm="true",
-            **{f"metadata[{k}]": v for k, v in (session.get("metadata") or {}).items()},
-        )
-        session.update(status="complete", payment_status="paid", payment_intent=intent["id"])
-        return copy.deepcopy(session)
+    def _in_loop(self, fn, *args: Any, **kwargs: Any) -> Any:
+        """Run `fn` in the emulator's event loop (where localstripe's objects live and send events)."""
+
+        async def run():
+            return fn(*args, **kwargs)
+
+        return asyncio.run_coroutine_threadsafe(run(), self.loop).result(15)
+
+    def complete_checkout(
+        self, session_id: str, *, card: str = "4242424242424242", force: bool = False
+    ) -> dict[str, Any]:
+        """Pay a Checkout Session as a payer on Stripe's page would; returns the session.
+
+        Stripe refuses to take payment on a session that is not open; `force` pays it anyway,
+        as a payment already under way when the session was expired would be."""
+
+        def complete():
+            session = strict.CheckoutSession._api_retrieve(session_id)
+            session._complete(card, force=force)
+            return session._export()
+
+        return self._in_loop(complete)
 
     def expire_checkout(self, session_id: str) -> dict[str, Any]:
-        self.sessions[session_id].update(status="expired")
-        return copy.deepcopy(self.sessions[session_id])
+        """Expire an open Checkout Session (as its expires_at passing would)."""
+        return self._in_loop(lambda: strict.CheckoutSession._api_expire(session_id)._export())
+
+    def fail_refund(self, refund_id: str, *, failure_reason: str = "expired_or_canceled_card") -> dict:
+        """Make a refund fail after it succeeded (refund.updated, refund.failed)."""
+        return self._in_loop(strict.refund_fail, refund_id, failure_reason=failure_reason)
+
+    def open_dispute(self, charge_id: str, *, reason: str = "fraudulent") -> dict[str, Any]:
+        """The payer's bank disputes a charge (charge.dispute.created); returns the dispute."""
+        return self._in_loop(strict.dispute_open, charge_id, reason=reason)
+
+    def close_dispute(self, dispute: dict[str, Any], *, status: str) -> dict[str, Any]:
+        """The dispute is decided, `won` or `lost` (charge.dispute.closed)."""
+        return self._in_loop(strict.dispute_close, dispute, status=status)
 
     # The proxy ----------------------------------------------------------------------------------------
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
+        if request.method == "OPTIONS":
+            return web.Response(status=204, headers=_CORS)
+        if request.path == "/js.stripe.com/v3/":
+            return web.Response(
+                text=STAND_IN_JS.read_text(), content_type="application/javascript", headers=_CORS
+            )
+        if request.path.startswith("/checkout/pay/"):
+            return await self._hosted_checkout(request)
+        response = await self._api(request)
+        response.headers.update(_CORS)
+        return response
+
+    async def _api(self, request: web.Request) -> web.StreamResponse:
         body = await request.read()
         method, path = request.method, request.path
         key = request.headers.get("Idempotency-Key")
@@ -332,6 +366,8 @@ class StripeHarness:
             async with lock:
                 fingerprint = hashlib.sha256(f"{method} {path} ".encode() + body).hexdigest()
                 cached = self._replays.get(key)
+                if cached and cached[4] < time.time() - IDEMPOTENCY_WINDOW:
+                    cached = None  # Stripe forgets a key after 24 hours
                 if cached:
                     self.requests.append(
                         Recorded(method, path, key, _listify(_unflatten(pairs)), replayed=True)
@@ -353,7 +389,7 @@ class StripeHarness:
                     self.requests.append(Recorded(method, path, key, _listify(_unflatten(pairs))))
                     status, headers, payload = await self._answer(request, method, path, pairs)
                     if status < 500:
-                        self._replays[key] = (fingerprint, status, headers, payload)
+                        self._replays[key] = (fingerprint, status, headers, payload, time.time())
         else:
             self.requests.append(Recorded(method, path, key, _listify(_unflatten(pairs))))
             status, headers, payload = await self._answer(request, method, path, pairs)
@@ -365,75 +401,114 @@ class StripeHarness:
         return web.Response(status=status, body=payload, headers=headers, content_type="application/json")
 
     async def _answer(self, request, method, path, pairs) -> tuple[int, dict[str, str], bytes]:
-        if path.startswith("/v1/checkout/sessions"):
-            return self._checkout(method, path, pairs)
-        dropped = UNSUPPORTED_PARAMS.get((method, path), ())
-        kept = [(k, v) for k, v in pairs if k.split("[")[0] not in dropped]
-        echoed = {k: v for k, v in pairs if k.split("[")[0] in dropped and "[" not in k}
-        if method != "POST":
-            echoed = {}
+        authorization = request.headers.get("Authorization", "")
+        publishable = dict(pairs).get("key", "") if method == "POST" else request.query.get("key", "")
+        if not authorization and publishable.startswith("pk_"):
+            return await self._from_browser(method, path, pairs)
+        return await self._upstream(method, path, pairs, authorization)
+
+    async def _upstream(
+        self, method: str, path: str, pairs, authorization: str = _SERVER_KEY
+    ) -> tuple[int, dict[str, str], bytes]:
         async with self._client.request(
             method,
             f"{self.emulator_url}{path}",
-            params=kept if method != "POST" else None,
-            data=urlencode(kept) if method == "POST" else None,
-            headers={
-                "Authorization": request.headers.get("Authorization", ""),
-                "Content-Type": "application/x-www-form-urlencoded",
-            },
+            params=pairs if method != "POST" else None,
+            data=urlencode(pairs) if method == "POST" else None,
+            headers={"Authorization": authorization, "Content-Type": "application/x-www-form-urlencoded"},
         ) as upstream:
             payload = await upstream.read()
             status = upstream.status
-        if echoed and status < 300:
-            data = json.loads(payload)
-            data.update(echoed)
-            payload = json.dumps(data).encode()
         return status, {"Request-Id": "req_" + secrets.token_hex(8)}, payload
 
-    def _checkout(self, method: str, path: str, pairs) -> tuple[int, dict[str, str], bytes]:
-        parts = path.rstrip("/").split("/")
-        if method == "POST" and len(parts) == 4:
-            params = _listify(_unflatten(pairs))
-            item = params["line_items"][0]
-            amount = int(item["price_data"]["unit_amount"]) * int(item.get("quantity", 1))
-            session_id = "cs_test_" + secrets.token_hex(12)
-            session = stripe_object(
-                "checkout.session",
-                id=session_id,
-                object="checkout.session",
-                amount_subtotal=amount,
-                amount_total=amount,
-                currency=item["price_data"]["currency"],
-                client_reference_id=params.get("client_reference_id"),
-                customer=params.get("customer"),
-                metadata=params.get("metadata", {}),
-                success_url=params.get("success_url"),
-                cancel_url=params.get("cancel_url"),
-                expires_at=int(params.get("expires_at") or time.time() + 1800),
-                created=int(time.time()),
-                status="open",
-                payment_status="unpaid",
-                payment_intent=None,
-                mode="payment",
-                url=f"{self.url}/checkout/pay/{session_id}",
+    # What Stripe.js asks with the publishable key -------------------------------------------------------
+
+    async def _from_browser(self, method: str, path: str, pairs) -> tuple[int, dict[str, str], bytes]:
+        """Stripe.js's own requests: a PaymentMethod from card details, an intent confirmed or read
+        with its client secret, 3-D Secure completed. Anything else needs a secret key."""
+        fields = [(k, v) for k, v in pairs if k not in ("key", "client_secret")]
+        secret = dict(pairs).get("client_secret", "")
+        if method == "POST" and path == "/v1/payment_methods":
+            return await self._upstream(method, path, fields)
+        intent = re.fullmatch(r"/v1/payment_intents/(pi_\w+)(/confirm|/_authenticate)?", path)
+        if intent:
+            status, headers, payload = await self._upstream("GET", f"/v1/payment_intents/{intent[1]}", [])
+            if status != 200 or not secret or json.loads(payload).get("client_secret") != secret:
+                return _error(404, f"No such payment_intent: '{intent[1]}'", code="resource_missing")
+            if method == "GET" and not intent[2]:
+                return status, headers, payload
+            if intent[2] == "/_authenticate":
+                return await self._upstream("POST", path, pairs, "")
+            if intent[2] == "/confirm":
+                return await self._confirm_from_browser(intent[1], fields)
+        if method == "POST" and re.fullmatch(r"/v1/setup_intents/seti_\w+/(confirm|cancel)", path):
+            return await self._upstream(method, path, pairs, "")  # localstripe checks the client secret
+        return _error(401, "This request needs a secret key.", kind="invalid_request_error")
+
+    async def _confirm_from_browser(self, intent_id: str, fields) -> tuple[int, dict[str, str], bytes]:
+        params = _listify(_unflatten(fields))
+        method_id = params.get("payment_method", "")
+        card_data = params.get("payment_method_data")
+        if card_data:
+            # payment_method_data[card][number] -> card[number]
+            data = [
+                (re.sub(r"^\[(\w+)\]", r"\1", k.removeprefix("payment_method_data")), v)
+                for k, v in fields
+                if k.startswith("payment_method_data[")
+            ]
+            created = await self._upstream("POST", "/v1/payment_methods", data)
+            if created[0] != 200:
+                return created
+            method_id = json.loads(created[2])["id"]
+        update = [("payment_method", method_id)] if method_id else []
+        if params.get("setup_future_usage"):
+            update.append(("setup_future_usage", params["setup_future_usage"]))
+        if update:
+            changed = await self._upstream("POST", f"/v1/payment_intents/{intent_id}", update)
+            if changed[0] != 200:
+                return changed
+        return await self._upstream("POST", f"/v1/payment_intents/{intent_id}/confirm", [])
+
+    # Stripe's hosted Checkout page -----------------------------------------------------------------------
+
+    async def _hosted_checkout(self, request: web.Request) -> web.StreamResponse:
+        session_id = request.path.rstrip("/").rsplit("/", 1)[-1]
+        try:
+            session = strict.CheckoutSession._api_retrieve(session_id)
+        except UserError:
+            return web.Response(status=404, text="No such Checkout Session.")
+        message = ""
+        if request.method == "POST":
+            form = await request.post()
+            number = re.sub(r"\D", "", str(form.get("number", "")))
+            try:
+                strict.CheckoutSession._api_retrieve(session_id)._complete(number)
+            except UserError as error:
+                message = error.body["error"].get("message", "The payment did not go through.")
+            else:
+                target = (session.success_url or "").replace("{CHECKOUT_SESSION_ID}", session_id)
+                raise web.HTTPSeeOther(target)
+        if session.status != "open":
+            target = session.success_url if session.status == "complete" else session.cancel_url
+            return web.Response(
+                text=f"<p>This Checkout Session is {session.status}.</p>"
+                f'<p><a href="{html.escape(target or "")}">Back to the site</a></p>',
+                content_type="text/html",
             )
-            self.sessions[session_id] = session
-            return 200, {}, json.dumps(session).encode()
-        if len(parts) >= 5 and parts[4] in self.sessions:
-            session = self.sessions[parts[4]]
-            if method == "POST" and parts[-1] == "expire":
-                session.update(status="expired")
-            return 200, {}, json.dumps(session).encode()
-        return (
-            404,
-            {},
-            json.dumps(
-                {
-                    "error": {
-                        "type": "invalid_request_error",
-                        "code": "resource_missing",
-                        "message": "No such checkout.session",
-                    }
-                }
-            ).encode(),
+        amount = f"{session.amount_total} {session.currency.upper()} (minor units)"
+        return web.Response(
+            content_type="text/html",
+            text=f"""<!doctype html><meta charset="utf-8"><title>Pay - Stripe emulator</title>
+<h1>Stripe emulator: hosted Checkout</h1><p>Pay {html.escape(amount)}</p>
+<p role="alert" id="error">{html.escape(message)}</p>
+<form method="post"><label>Card number <input name="number" autocomplete="off"></label>
+<button type="submit" id="pay">Pay</button></form>
+<p><a id="cancel" href="{html.escape(session.cancel_url or "")}">Cancel and go back</a></p>""",
         )
+
+
+def _error(status: int, message: str, *, code: str | None = None, kind: str = "invalid_request_error"):
+    error: dict[str, Any] = {"type": kind, "message": message}
+    if code:
+        error["code"] = code
+    return status, {"Request-Id": "req_" + secrets.token_hex(8)}, json.dumps({"error": error}).encode()

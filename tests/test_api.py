@@ -118,11 +118,38 @@ def test_declined_card_is_402_with_the_envelope_then_retry(stripe_env):
     )
     assert declined.status_code == 402
     assert _error(declined)["code"] == "card_declined"
+    assert _error(declined)["decline_code"] == "generic_decline"
     status = api.get(f"{base}/status/").json()
     assert status["status"] == "failed" and status["last_error"]["code"] == "card_declined"
+    assert status["last_error"]["decline_code"] == "generic_decline"
     retried = api.post(f"{base}/retry/", {"payment_method_id": stripe_env.card()}, format="json")
     assert retried.status_code == 200 and retried.json()["payment"]["status"] == "succeeded"
     assert len(api.get(f"/api/bookings/{booking.pk}/payments/").json()) == 2
+
+
+@pytest.mark.emulator
+@pytest.mark.parametrize(
+    ("card", "code", "decline_code"),
+    [
+        ("4000000000009995", "card_declined", "insufficient_funds"),
+        ("4000000000000002", "card_declined", "generic_decline"),
+        ("4000000000009987", "card_declined", "lost_card"),
+        ("4000000000000069", "expired_card", "expired_card"),
+        ("4000000000000127", "incorrect_cvc", "incorrect_cvc"),
+    ],
+)
+def test_decline_code_reaches_the_envelope_and_the_row(stripe_env, card, code, decline_code):
+    booking = BookingFactory()
+    api = _token_client(booking.user)
+    declined = api.post(
+        f"/api/bookings/{booking.pk}/payment/intent/",
+        {"payment_method_id": stripe_env.card(card), "confirm_immediately": True},
+        format="json",
+    )
+    assert declined.status_code == 402
+    assert (_error(declined)["code"], _error(declined)["decline_code"]) == (code, decline_code)
+    payment = Payment.objects.get(object_id=str(booking.pk))
+    assert (payment.last_error_code, payment.last_error_decline_code) == (code, decline_code)
 
 
 @pytest.mark.emulator

@@ -68,8 +68,8 @@ def _browser():
 
 @pytest.fixture
 def site(live_server, stripe_env, celery_worker_thread, settings):
-    """The running site, wired to the emulator (API through the proxy, Stripe.js from localstripe)."""
-    settings.STRIPE_JS_URL = f"{stripe_env.emulator_url}/js.stripe.com/v3/"
+    """The running site, wired to the emulator (the API and its Stripe.js stand-in, through the proxy)."""
+    settings.STRIPE_JS_URL = f"{stripe_env.url}/js.stripe.com/v3/"
     settings.SITE_URL = live_server.url
     settings.ALLOWED_HOSTS = ["*"]
     with stripe_env.webhooks_to(f"{live_server.url}/api/webhooks/stripe/"):
@@ -81,6 +81,7 @@ class Steps:
 
     def __init__(self, page, base: str, name: str):
         self.page, self.base, self.name, self.count = page, base, name, 0
+        self.challenges = 0
 
     def shot(self, label: str) -> None:
         self.count += 1
@@ -103,7 +104,9 @@ class Steps:
         self.page.wait_for_selector("#card-element input[placeholder=number]")
         self.shot("checkout")
 
-    def pay(self, number: str) -> None:
+    def pay(self, number: str, *, save_card: bool = False) -> None:
+        if save_card:
+            self.page.check("#save-card")
         for placeholder, value in (
             ("number", number),
             ("exp_month", "12"),
@@ -114,16 +117,15 @@ class Steps:
             self.page.fill(f"#card-element input[placeholder={placeholder}]", value)
         self.page.click("#pay-button")
 
-    def authenticate(self, times: int = 2) -> None:
-        """Click through the emulator's 3-D Secure dialogs (saving the card, then paying)."""
-        for _ in range(times):
-            button = self.page.get_by_role("button", name="Complete authentication")
-            try:
-                button.wait_for(timeout=10_000)
-            except Exception:
-                return
-            self.shot("3ds")
-            button.click()
+    def authenticate(self, *, succeed: bool = True) -> None:
+        """Answer the emulator's 3-D Secure dialog, which must appear exactly once."""
+        name = "Complete authentication" if succeed else "Fail authentication"
+        button = self.page.get_by_role("button", name=name)
+        button.wait_for(timeout=10_000)
+        self.shot("3ds")
+        button.click()
+        button.wait_for(state="detached")
+        self.challenges += 1
 
     def expect_confirmed(self) -> None:
         self.page.wait_for_url("**/result/", timeout=20_000)
@@ -168,29 +170,65 @@ def test_pay_with_a_card_and_see_the_booking_confirmed(steps, booker):
     assert Payment.objects.get(object_id=str(booking.pk)).card_last4 == "4242"
 
 
-def test_three_d_secure(steps, booker):
+def test_three_d_secure_asks_once_and_saves_no_card(steps, booker, stripe_env):
     steps.login("booker")
     steps.book("Pottery Class")
     steps.pay("4000002500003155")
     steps.authenticate()
     steps.expect_confirmed()
+    # One challenge: nothing asked for a second one before the result page.
+    assert steps.page.get_by_role("button", name="Complete authentication").count() == 0
     assert Booking.objects.get(user=booker).status == "confirmed"
+    assert stripe_env.calls("POST", "/v1/setup_intents") == []
+    confirms = stripe_env.calls("POST", "/v1/payment_intents/")
+    assert [
+        c.path.rsplit("/", 1)[-1] for c in confirms if c.path.endswith(("/confirm", "/_authenticate"))
+    ] == [
+        "confirm",
+        "_authenticate",
+    ]
+    assert stripe_env.calls("POST", "/v1/payment_intents") and not any(
+        "setup_future_usage" in c.params for c in stripe_env.calls("POST", "/v1/payment_intents")
+    )
+
+
+def test_save_this_card_keeps_it_for_next_time(steps, booker, stripe_env):
+    steps.login("booker")
+    steps.book("Trail Run")
+    steps.pay("4242424242424242", save_card=True)
+    steps.expect_confirmed()
+    assert stripe_env.calls("POST", "/v1/setup_intents") == []
+    customer = Payment.objects.get(owner=booker).stripe_customer_id
+    saved = stripe_env.api("GET", "/v1/payment_methods", customer=customer, type="card")["data"]
+    assert [m["card"]["last4"] for m in saved] == ["4242"]
+
+
+def test_failed_three_d_secure_then_another_card(steps, booker):
+    steps.login("booker")
+    steps.book("Pottery Class")
+    steps.pay("4000002500003155")
+    steps.authenticate(succeed=False)
+    error = steps.page.wait_for_selector("#payment-error:not([hidden])")
+    assert "authenticate" in error.inner_text().lower()
+    steps.shot("authentication-failed")
+    steps.pay("4242424242424242")
+    steps.expect_confirmed()
+    assert steps.challenges == 1
 
 
 def test_declined_card_then_another_card(steps, booker):
     steps.login("booker")
     steps.book("Trail Run")
-    steps.pay("4000000000000341")
+    steps.pay("4000000000009995")
     error = steps.page.wait_for_selector("#payment-error:not([hidden])")
-    assert "declined" in error.inner_text().lower()
+    assert "insufficient funds" in error.inner_text().lower()
     steps.shot("declined")
     steps.pay("4242424242424242")
     steps.expect_confirmed()
     booking = Booking.objects.get(user=booker)
-    assert [p.status for p in Payment.objects.filter(object_id=str(booking.pk)).order_by("attempt")] == [
-        "canceled",
-        "succeeded",
-    ]
+    attempts = Payment.objects.filter(object_id=str(booking.pk)).order_by("attempt")
+    assert [p.status for p in attempts] == ["canceled", "succeeded"]
+    assert attempts[0].last_error_decline_code == "insufficient_funds"
 
 
 def test_cancel_and_see_the_refund(steps, booker):

@@ -3,6 +3,7 @@
 import threading
 
 import pytest
+import requests
 from django.db import connection
 
 from bookings.models import Booking
@@ -171,3 +172,54 @@ def test_two_concurrent_full_refunds_make_one(stripe_env):
     assert sorted(outcomes) == ["refunded", "refused"]
     assert len(_stripe_refunds(stripe_env, payment)) == 1
     assert Payment.objects.get(pk=payment.pk).status == PaymentStatus.REFUNDED
+
+
+@pytest.mark.parametrize(("first", "status_after"), [(500, "succeeded"), (None, "partially_refunded")])
+def test_refund_failed_after_success_restores_the_balance(stripe_env, first, status_after):
+    from payments.gateway import get_gateway
+
+    payment = _paid(stripe_env)
+    kept = services.refund_create(payment=payment, amount=300) if first is None else None
+    failing = services.refund_create(payment=payment, amount=first)  # the rest, or 5.00
+    payment.refresh_from_db()
+    assert payment.status in (PaymentStatus.REFUNDED, PaymentStatus.PARTIALLY_REFUNDED)
+    failed = stripe_env.fail_refund(failing.stripe_refund_id)
+    services.refund_sync(info=get_gateway().refund_from_object(failed))  # as refund.failed applies it
+    payment.refresh_from_db()
+    assert payment.status == status_after
+    assert payment.refundable_amount() == payment.total - (kept.amount if kept else 0)
+    # An older refund.updated (succeeded) arriving late does not bring the failed refund back.
+    stale = {**failed, "status": "succeeded"}
+    services.refund_sync(info=get_gateway().refund_from_object(stale))
+    assert Refund.objects.get(pk=failing.pk).status == RefundStatus.FAILED
+    # What the failure gave back can be refunded again, and the emulator agrees.
+    again = services.refund_create(payment=payment, amount=failing.amount)
+    assert again.status == RefundStatus.SUCCEEDED
+
+
+def test_emulator_refuses_more_than_is_left_and_bad_reasons(stripe_env):
+    payment = _paid(stripe_env)
+    intent = payment.stripe_payment_intent_id
+    stripe_env.api("POST", "/v1/refunds", payment_intent=intent, amount=str(payment.total - 100))
+    too_much = requests.post(
+        f"{stripe_env.url}/v1/refunds",
+        data={"payment_intent": intent, "amount": "101"},
+        headers={"Authorization": "Bearer sk_test_suite"},
+        timeout=5,
+    )
+    assert too_much.status_code == 400 and too_much.json()["error"]["code"] == "amount_too_large"
+    bad_reason = requests.post(
+        f"{stripe_env.url}/v1/refunds",
+        data={"payment_intent": intent, "amount": "50", "reason": "changed_mind"},
+        headers={"Authorization": "Bearer sk_test_suite"},
+        timeout=5,
+    )
+    assert bad_reason.status_code == 400 and bad_reason.json()["error"]["param"] == "reason"
+    stripe_env.api("POST", "/v1/refunds", payment_intent=intent, reason="requested_by_customer")
+    again = requests.post(
+        f"{stripe_env.url}/v1/refunds",
+        data={"payment_intent": intent},
+        headers={"Authorization": "Bearer sk_test_suite"},
+        timeout=5,
+    )
+    assert again.json()["error"]["code"] == "charge_already_refunded"

@@ -125,7 +125,10 @@ class ConfirmRequestSerializer(serializers.Serializer):
 
 
 class RetryRequestSerializer(serializers.Serializer):
-    payment_method_id = serializers.CharField(max_length=255, validators=[_payment_method_id])
+    # Without a card the new attempt is returned unconfirmed, for Stripe.js to confirm.
+    payment_method_id = serializers.CharField(
+        required=False, allow_blank=True, max_length=255, validators=[_payment_method_id]
+    )
 
 
 class RefundRequestSerializer(serializers.Serializer):

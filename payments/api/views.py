@@ -191,12 +191,12 @@ class PayablePaymentViewSet(viewsets.GenericViewSet):
     @extend_schema(request=RetryRequestSerializer, responses={200: IntentResponseSerializer, **PAY_ERRORS})
     @action(detail=False, methods=["post"], throttle_classes=[PaymentRateThrottle])
     def retry(self, request: Request, **kwargs) -> Response:
-        """After a failure: a new attempt charged to another card."""
+        """After a failure: a new attempt, charged to the card given, or left for Stripe.js to confirm."""
         body = RetryRequestSerializer(data=request.data)
         body.is_valid(raise_exception=True)
         payment = self.latest_payment(self.get_payable())
         result = services.payment_retry(
-            payment=payment, payment_method_id=body.validated_data["payment_method_id"]
+            payment=payment, payment_method_id=body.validated_data.get("payment_method_id", "")
         )
         return Response(_intent_body(result))
 

@@ -215,6 +215,11 @@ class PaymentGateway(ABC):
         """The session's current state."""
 
     @abstractmethod
+    def expire_checkout_session(self, session_id: str, *, idempotency_key: str) -> CheckoutInfo:
+        """Close an open session so that nobody can pay on it any more; raises ProviderError
+        (not retryable) when it is no longer open."""
+
+    @abstractmethod
     def checkout_from_object(self, obj: dict[str, Any]) -> CheckoutInfo:
         """Read a checkout session from a raw provider object."""
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import random
 import time
 from collections.abc import Callable
@@ -72,7 +73,8 @@ def _as_dict(obj: Any) -> dict[str, Any]:
         return {}
     if isinstance(obj, dict):
         return obj
-    return obj.to_dict()
+    # for_json: the SDK turns decimal-string fields into Decimal, which a stored payload cannot hold.
+    return obj.to_dict(for_json=True)
 
 
 def _id_of(value: Any) -> str:
@@ -453,7 +455,8 @@ class StripeGateway(PaymentGateway):
             "client_reference_id": client_reference_id,
             "metadata": metadata,
             "payment_intent_data": {"metadata": metadata},
-            "expires_at": int(expires_at.timestamp()),
+            # Rounded up: Stripe refuses a session that expires in under 30 minutes.
+            "expires_at": math.ceil(expires_at.timestamp()),
         }
         if customer_id:
             params["customer"] = customer_id
@@ -468,6 +471,15 @@ class StripeGateway(PaymentGateway):
     def retrieve_checkout_session(self, session_id: str) -> CheckoutInfo:
         session = self._call(
             "checkout.session.retrieve", self.client.v1.checkout.sessions.retrieve, session_id
+        )
+        return self.checkout_from_object(session)
+
+    def expire_checkout_session(self, session_id: str, *, idempotency_key: str) -> CheckoutInfo:
+        session = self._call(
+            "checkout.session.expire",
+            self.client.v1.checkout.sessions.expire,
+            session_id,
+            options=self._write(idempotency_key),
         )
         return self.checkout_from_object(session)
 

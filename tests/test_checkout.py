@@ -1,0 +1,112 @@
+"""Stripe's hosted Checkout: a cancelled or expired booking closes its session at Stripe, and money
+that still arrives for it goes back by itself."""
+
+import pytest
+from localstripe.errors import UserError
+
+from bookings.models import Booking
+from bookings.services import booking_cancel_by_owner, booking_checkout, booking_expire_due
+from payments import services
+from payments.gateway import get_gateway
+from payments.models import Payment
+from payments.reconcile import payments_reconcile
+from payments.states import PaymentStatus
+from payments.tasks import retry_refund
+from tests.factories import BookingFactory
+
+pytestmark = [pytest.mark.django_db, pytest.mark.emulator]
+
+
+def _start(booking):
+    return booking_checkout(
+        booking_id=booking.pk,
+        success_url="http://site.test/ok?session_id={CHECKOUT_SESSION_ID}",
+        cancel_url="http://site.test/no",
+    )
+
+
+def _session(stripe, session_id):
+    return stripe.api("GET", f"/v1/checkout/sessions/{session_id}")
+
+
+def test_cancelled_booking_expires_its_session_and_late_money_is_refunded(
+    stripe_env, django_capture_on_commit_callbacks
+):
+    booking = BookingFactory()
+    payment, session = _start(booking)
+    with django_capture_on_commit_callbacks(execute=True):
+        booking_cancel_by_owner(booking_id=booking.pk, user=booking.user)
+    assert _session(stripe_env, session.id)["status"] == "expired"
+    assert Payment.objects.get(pk=payment.pk).status == PaymentStatus.CANCELED
+    with pytest.raises(UserError):  # Stripe takes no payment on an expired session...
+        stripe_env.complete_checkout(session.id)
+    # ...but one already under way when it expired goes through.
+    paid = stripe_env.complete_checkout(session.id, force=True)
+    with django_capture_on_commit_callbacks(execute=True) as queued:
+        services.payment_sync_checkout(session=get_gateway().checkout_from_object(paid))
+    payment.refresh_from_db()
+    assert payment.status == PaymentStatus.SUCCEEDED  # recorded as money taken, not as a sale
+    refund = payment.refunds.get()
+    assert refund.status == "pending" and queued  # the refund's submission is queued
+    with django_capture_on_commit_callbacks(execute=True):
+        retry_refund.apply(args=(refund.pk,))  # as the worker runs it
+    payment.refresh_from_db()
+    assert payment.status == PaymentStatus.REFUNDED
+    refund.refresh_from_db()
+    assert (refund.amount, refund.status, refund.reason) == (payment.total, "succeeded", "paid_after_cancel")
+    refunds = stripe_env.api("GET", "/v1/refunds", payment_intent=paid["payment_intent"])["data"]
+    assert [r["amount"] for r in refunds] == [payment.total]
+    assert Booking.objects.get(pk=booking.pk).status == Booking.Status.CANCELLED
+    with django_capture_on_commit_callbacks(execute=True):
+        report = payments_reconcile(everything=True)
+    assert report.unresolved == []
+    assert Payment.objects.get(pk=payment.pk).status == PaymentStatus.REFUNDED
+
+
+def test_late_money_found_only_by_reconciliation_is_refunded(stripe_env, django_capture_on_commit_callbacks):
+    booking = BookingFactory()
+    payment, session = _start(booking)
+    booking_cancel_by_owner(booking_id=booking.pk, user=booking.user)
+    stripe_env.complete_checkout(session.id, force=True)
+    stripe_env.forget_events()  # no webhook, no event: only the PaymentIntent tells
+    with django_capture_on_commit_callbacks(execute=True):
+        report = payments_reconcile(everything=True)
+    assert [(f.kind, f.fixed) for f in report.findings] == [("paid_after_cancel", True)]
+    with django_capture_on_commit_callbacks(execute=True):
+        retry_refund.apply(args=(Payment.objects.get(pk=payment.pk).refunds.get().pk,))
+    assert Payment.objects.get(pk=payment.pk).status == PaymentStatus.REFUNDED
+    assert payments_reconcile(everything=True).unresolved == []
+
+
+def test_expired_hold_expires_the_session(stripe_env, django_capture_on_commit_callbacks):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    booking = BookingFactory()
+    payment, session = _start(booking)
+    Booking.objects.filter(pk=booking.pk).update(expires_at=timezone.now() - timedelta(minutes=1))
+    with django_capture_on_commit_callbacks(execute=True):
+        assert booking_expire_due() == {"expired": 1, "skipped": 0}
+    assert _session(stripe_env, session.id)["status"] == "expired"
+    assert Payment.objects.get(pk=payment.pk).status == PaymentStatus.CANCELED
+    assert Booking.objects.get(pk=booking.pk).status == Booking.Status.EXPIRED
+
+
+def test_paid_session_cannot_be_cancelled(stripe_env, django_capture_on_commit_callbacks):
+    from payments.exceptions import IllegalTransition
+
+    booking = BookingFactory()
+    payment, session = _start(booking)
+    stripe_env.complete_checkout(session.id)  # paid; its webhook has not arrived yet
+    with pytest.raises(IllegalTransition):
+        services.payment_cancel(payment=payment)
+    assert Payment.objects.get(pk=payment.pk).status == PaymentStatus.SUCCEEDED
+
+
+def test_session_expiry_is_inside_stripes_window(stripe_env):
+    import time
+
+    _start(BookingFactory())
+    sent = int(stripe_env.calls("POST", "/v1/checkout/sessions")[0].params["expires_at"])
+    assert time.time() + 30 * 60 < sent <= time.time() + 24 * 3600

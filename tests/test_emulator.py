@@ -1,0 +1,148 @@
+"""The emulator refuses what Stripe refuses and sends what Stripe sends (stripe_emulator/strict.py)."""
+
+import time
+
+import pytest
+import requests
+
+pytestmark = [pytest.mark.emulator]
+
+SECRET = {"Authorization": "Bearer sk_test_suite"}
+
+
+def _post(stripe, path, headers=SECRET, **data):
+    return requests.post(f"{stripe.url}{path}", data=data, headers=headers, timeout=5)
+
+
+def _error(response):
+    return response.json()["error"]
+
+
+@pytest.mark.parametrize(
+    ("amount", "currency", "code"),
+    [
+        ("12345", "kwd", "invalid_amount"),  # 12.345 KWD: three decimals must end in 0
+        ("49", "jpy", "amount_too_small"),  # Stripe's minimum is 50 JPY
+        ("29", "gbp", "amount_too_small"),  # and 0.30 GBP
+        ("49", "usd", "amount_too_small"),
+        ("100000000", "usd", "amount_too_large"),  # nine digits
+    ],
+)
+def test_amounts_stripe_refuses(stripe_env, amount, currency, code):
+    response = _post(stripe_env, "/v1/payment_intents", amount=amount, currency=currency)
+    assert response.status_code == 400
+    assert (_error(response)["code"], _error(response)["param"]) == (code, "amount")
+
+
+@pytest.mark.parametrize(
+    ("amount", "currency"), [("12340", "kwd"), ("50", "jpy"), ("30", "gbp"), ("50", "usd")]
+)
+def test_amounts_stripe_accepts(stripe_env, amount, currency):
+    assert _post(stripe_env, "/v1/payment_intents", amount=amount, currency=currency).status_code == 200
+
+
+def test_same_key_replays_other_parameters_are_refused_and_keys_last_24_hours(stripe_env):
+    key = {**SECRET, "Idempotency-Key": "installation-x:payment-1:create"}
+    first = _post(stripe_env, "/v1/customers", headers=key, email="a@example.com")
+    replay = _post(stripe_env, "/v1/customers", headers=key, email="a@example.com")
+    assert replay.json()["id"] == first.json()["id"] and replay.headers["Idempotent-Replayed"] == "true"
+    other = _post(stripe_env, "/v1/customers", headers=key, email="b@example.com")
+    assert other.status_code == 400 and _error(other)["type"] == "idempotency_error"
+    # A day later Stripe has forgotten the key.
+    fingerprint, *rest, _seen = stripe_env._replays["installation-x:payment-1:create"]
+    stripe_env._replays["installation-x:payment-1:create"] = (fingerprint, *rest, time.time() - 86_401)
+    later = _post(stripe_env, "/v1/customers", headers=key, email="b@example.com")
+    assert later.status_code == 200 and later.json()["id"] != first.json()["id"]
+
+
+def test_list_filters_are_applied_newest_first(stripe_env):
+    old = stripe_env.api("POST", "/v1/payment_intents", amount="1000", currency="usd")
+    time.sleep(1.1)
+    new = stripe_env.api("POST", "/v1/payment_intents", amount="1000", currency="usd")
+    listed = stripe_env.api("GET", "/v1/payment_intents", **{"created[gte]": str(new["created"])})["data"]
+    assert [i["id"] for i in listed] == [new["id"]]
+    assert [i["id"] for i in stripe_env.api("GET", "/v1/payment_intents")["data"]] == [new["id"], old["id"]]
+
+
+def test_the_events_stripe_sends(stripe_env):
+    card = stripe_env.card()
+    paid = stripe_env.api(
+        "POST", "/v1/payment_intents", amount="2000", currency="usd", payment_method=card, confirm="true"
+    )
+    stripe_env.api("POST", "/v1/refunds", payment_intent=paid["id"], amount="500")
+    open_intent = stripe_env.api("POST", "/v1/payment_intents", amount="2000", currency="usd")
+    stripe_env.api("POST", f"/v1/payment_intents/{open_intent['id']}/cancel")
+    types = {e["type"] for e in stripe_env.api("GET", "/v1/events", limit="100")["data"]}
+    assert {
+        "payment_intent.succeeded",
+        "charge.succeeded",
+        "refund.created",
+        "charge.refunded",
+        "payment_intent.canceled",
+    } <= types
+
+
+def test_declined_cards_carry_stripes_error(stripe_env):
+    card = stripe_env.card("4000000000009995")
+    response = _post(
+        stripe_env, "/v1/payment_intents", amount="2000", currency="usd", payment_method=card, confirm="true"
+    )
+    error = _error(response)
+    assert response.status_code == 402
+    assert (error["type"], error["code"], error["decline_code"]) == (
+        "card_error",
+        "card_declined",
+        "insufficient_funds",
+    )
+    assert error["payment_intent"]["status"] == "requires_payment_method"
+    assert error["payment_intent"]["last_payment_error"]["decline_code"] == "insufficient_funds"
+
+
+def test_checkout_session_rules(stripe_env):
+    base = {
+        "mode": "payment",
+        "line_items[0][quantity]": "1",
+        "line_items[0][price_data][currency]": "usd",
+        "line_items[0][price_data][unit_amount]": "2000",
+        "line_items[0][price_data][product_data][name]": "Seat",
+        "success_url": "http://site.test/ok",
+    }
+    too_soon = _post(stripe_env, "/v1/checkout/sessions", **base, expires_at=str(int(time.time()) + 29 * 60))
+    assert too_soon.status_code == 400 and _error(too_soon)["param"] == "expires_at"
+    too_late = _post(
+        stripe_env, "/v1/checkout/sessions", **base, expires_at=str(int(time.time()) + 25 * 3600)
+    )
+    assert too_late.status_code == 400
+    session = _post(stripe_env, "/v1/checkout/sessions", **base).json()
+    assert session["status"] == "open" and session["url"]
+    assert _post(stripe_env, f"/v1/checkout/sessions/{session['id']}/expire").json()["status"] == "expired"
+    again = _post(stripe_env, f"/v1/checkout/sessions/{session['id']}/expire")
+    assert again.status_code == 400
+    types = [e["type"] for e in stripe_env.api("GET", "/v1/events")["data"]]
+    assert "checkout.session.expired" in types
+
+
+def test_publishable_key_only_reaches_what_stripe_js_may(stripe_env):
+    browser = {"key": "pk_test_suite"}
+    intent = stripe_env.api("POST", "/v1/payment_intents", amount="2000", currency="usd")
+    listed = requests.get(f"{stripe_env.url}/v1/payment_intents", params=browser, timeout=5)
+    assert listed.status_code == 401
+    wrong_secret = _post(
+        stripe_env, f"/v1/payment_intents/{intent['id']}/confirm", headers={}, **browser, client_secret="x"
+    )
+    assert wrong_secret.status_code == 404
+    confirmed = _post(
+        stripe_env,
+        f"/v1/payment_intents/{intent['id']}/confirm",
+        headers={},
+        **browser,
+        client_secret=intent["client_secret"],
+        **{
+            "payment_method_data[type]": "card",
+            "payment_method_data[card][number]": "4242424242424242",
+            "payment_method_data[card][exp_month]": "12",
+            "payment_method_data[card][exp_year]": "2034",
+            "payment_method_data[card][cvc]": "123",
+        },
+    )
+    assert confirmed.status_code == 200 and confirmed.json()["status"] == "succeeded"
