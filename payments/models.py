@@ -2,13 +2,45 @@
 
 from __future__ import annotations
 
+import uuid
+
 from django.conf import settings
 from django.contrib.contenttypes.fields import GenericForeignKey
 from django.contrib.contenttypes.models import ContentType
-from django.db import models
+from django.db import IntegrityError, models
 from django.db.models import Q, Sum
 
 from payments.states import OPEN_STATUSES, PaymentStatus, RefundStatus
+
+
+class Installation(models.Model):
+    """This database's identity at Stripe: one row, made when the app is migrated.
+
+    Every idempotency key and every object the app creates at Stripe carries it (or a row's
+    own UUID), so two installations on one Stripe account (staging and production, two
+    developers, a database reset) never collide or apply each other's objects.
+    """
+
+    uid = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    _current: str | None = None
+
+    def __str__(self) -> str:
+        return f"installation {self.uid}"
+
+    @classmethod
+    def current_id(cls) -> str:
+        """This installation's id (read once per process; it never changes)."""
+        if cls._current is None:
+            row = cls.objects.order_by("pk").first()
+            if row is None:
+                try:
+                    row = cls.objects.create(pk=1)
+                except IntegrityError:
+                    row = cls.objects.get(pk=1)
+            cls._current = str(row.uid)
+        return cls._current
 
 
 class Customer(models.Model):
@@ -18,6 +50,7 @@ class Customer(models.Model):
         settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="payments_customer"
     )
     stripe_customer_id = models.CharField(max_length=255, blank=True, db_index=True)
+    uid = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
     # Numbers each SetupIntent so its idempotency key follows from the operation.
     setup_intents_created = models.PositiveIntegerField(default=0)
     created_at = models.DateTimeField(auto_now_add=True)
@@ -50,6 +83,8 @@ class Payment(models.Model):
 
     status = models.CharField(max_length=32, choices=PaymentStatus.choices, default=PaymentStatus.CREATED)
     attempt = models.PositiveIntegerField(default=1)
+    # Unique to this attempt in every installation: its idempotency keys and Stripe metadata use it.
+    uid = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
     idempotency_key = models.CharField(max_length=255, unique=True)
 
     stripe_payment_intent_id = models.CharField(max_length=255, blank=True)
@@ -143,6 +178,7 @@ class Refund(models.Model):
         blank=True,
         related_name="+",
     )
+    uid = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
     idempotency_key = models.CharField(max_length=255, unique=True)
     failure_reason = models.CharField(max_length=255, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)

@@ -54,6 +54,8 @@ class Report:
     events_checked: int = 0
     refunds_checked: int = 0
     intents_checked: int = 0
+    # Objects another installation on the same Stripe account made: skipped, never applied.
+    other_installation: int = 0
     findings: list[Finding] = field(default_factory=list)
 
     @property
@@ -74,6 +76,7 @@ class Report:
                 "refunds": self.refunds_checked,
                 "payment_intents": self.intents_checked,
             },
+            "other_installation": self.other_installation,
             "fixed": len(self.fixed),
             "unresolved": len(self.unresolved),
             "findings": [asdict(f) for f in self.findings],
@@ -127,6 +130,9 @@ class _Run:
                 self.report.events_checked += 1
                 if event.id in known:
                     continue
+                if services.is_foreign(event.object.get("metadata")):
+                    self.report.other_installation += 1
+                    continue
                 fixed = False
                 if not self.dry_run:
                     row, _ = webhook_event_store(event=event)
@@ -148,6 +154,9 @@ class _Run:
             for info in items:
                 self.report.refunds_checked += 1
                 if info.id in known or info.status not in _HELD:
+                    continue
+                if services.is_foreign(info.metadata):
+                    self.report.other_installation += 1
                     continue
                 ours = (
                     Payment.objects.filter(
@@ -185,16 +194,18 @@ class _Run:
             for intent in items:
                 self.report.intents_checked += 1
                 self.seen_intents.add(intent.id)
+                if intent.id not in local and services.is_foreign(intent.metadata):
+                    self.report.other_installation += 1
+                    continue
                 self.compare(intent, local.get(intent.id), refunded)
             self.progress(f"{self.report.intents_checked} payment intents checked")
 
     def compare(self, intent: IntentInfo, payment: Payment | None, refunded: dict[int, int]) -> None:
         if payment is None:
-            claimed = intent.metadata.get("payment_id", "")
+            # Ours by this installation's mark, its id not stored yet (a crash right after creating it).
+            claimed = services.payment_id_for(metadata=intent.metadata)
             payment = (
-                Payment.objects.filter(pk=int(claimed), stripe_payment_intent_id="").first()
-                if claimed.isdigit()
-                else None
+                Payment.objects.filter(pk=claimed, stripe_payment_intent_id="").first() if claimed else None
             )
             if payment is None:
                 if intent.status == PaymentStatus.SUCCEEDED:
@@ -219,7 +230,8 @@ class _Run:
                 )
             )
             return
-        if intent.status != payment.status and can_transition(payment.status, intent.status):
+        disputed = payment.status == PaymentStatus.DISPUTED  # the intent says nothing of a dispute
+        if not disputed and intent.status != payment.status and can_transition(payment.status, intent.status):
             fixed = (
                 not self.dry_run
                 and services.payment_sync_intent(intent=intent, payment_id=payment.pk) is not None

@@ -11,6 +11,7 @@ same key, which the provider answers with the same object.
 from __future__ import annotations
 
 import logging
+import uuid
 from dataclasses import dataclass
 from typing import Any
 
@@ -40,7 +41,7 @@ from payments.gateway.base import (
     RefundInfo,
     SetupIntentInfo,
 )
-from payments.models import Customer, Dispute, Payment, Refund
+from payments.models import Customer, Dispute, Installation, Payment, Refund
 from payments.states import (
     OPEN_STATUSES,
     PAID_STATUSES,
@@ -119,6 +120,26 @@ def _log_extra(payment: Payment, **fields) -> dict:
     }
 
 
+def is_foreign(metadata: dict[str, str] | None) -> bool:
+    """True for an object another installation made: its metadata names another installation.
+
+    Objects without the mark (made in the dashboard, or before it existed) are not foreign; they
+    are matched by the Stripe ids stored on our rows only, never by their metadata.
+    """
+    other = (metadata or {}).get("installation")
+    return bool(other) and other != Installation.current_id()
+
+
+def _payment_metadata(payment: Payment) -> dict[str, str]:
+    """What every Stripe object made for a payment carries: whose it is, in this installation."""
+    return {
+        "installation": Installation.current_id(),
+        "payment_uid": str(payment.uid),
+        "payment_id": str(payment.pk),
+        "payable": payment.payable_reference,
+    }
+
+
 def _send_on_commit(signal, **kwargs) -> None:
     # robust: a failing receiver (an email that cannot be queued) is logged, never undoes the payment.
     transaction.on_commit(lambda: signal.send_robust(sender=Payment, **kwargs) and None, robust=True)
@@ -185,8 +206,8 @@ def customer_get_or_create(*, user) -> Customer:
     stripe_id = get_gateway().create_customer(
         email=getattr(user, "email", "") or "",
         name=(user.get_full_name() if hasattr(user, "get_full_name") else "") or "",
-        metadata={"user_id": str(user.pk)},
-        idempotency_key=f"customer:user:{user.pk}",
+        metadata={"installation": Installation.current_id(), "user_id": str(user.pk)},
+        idempotency_key=f"customer:{customer.uid}",
     )
     Customer.objects.filter(pk=customer.pk, stripe_customer_id="").update(stripe_customer_id=stripe_id)
     customer.refresh_from_db()
@@ -205,7 +226,9 @@ def payment_method_detach(*, user, payment_method_id: str) -> None:
     """Remove one of the user's saved cards; a card that is not theirs is 'not found'."""
     if payment_method_id not in {m.id for m in payment_methods_list(user=user)}:
         raise NotFound("No such saved card.")
-    get_gateway().detach_payment_method(payment_method_id, idempotency_key=f"detach:{payment_method_id}")
+    get_gateway().detach_payment_method(
+        payment_method_id, idempotency_key=f"detach:{Installation.current_id()}:{payment_method_id}"
+    )
     logger.info("payment method detached", extra={"user_id": user.pk, "payment_method": payment_method_id})
 
 
@@ -245,6 +268,7 @@ def _open_attempt(terms: PaymentTerms, *, save_payment_method: bool = False) -> 
         return existing
     attempt = (payments.aggregate(n=Max("attempt"))["n"] or 0) + 1
     content_type = ContentType.objects.get_for_model(payable)
+    uid = uuid.uuid4()
     payment = Payment.objects.create(
         content_type=content_type,
         object_id=str(payable.pk),
@@ -256,7 +280,8 @@ def _open_attempt(terms: PaymentTerms, *, save_payment_method: bool = False) -> 
         currency=terms.currency,
         attempt=attempt,
         save_payment_method=save_payment_method,
-        idempotency_key=f"payment:{content_type.app_label}.{content_type.model}:{payable.pk}:{attempt}",
+        uid=uid,
+        idempotency_key=f"payment:{uid}",
     )
     logger.info("payment attempt created", extra=_log_extra(payment, attempt=attempt, total=terms.total))
     return payment
@@ -280,7 +305,7 @@ def payment_start(
             amount=payment.total,
             currency=payment.currency,
             idempotency_key=f"{payment.idempotency_key}:create",
-            metadata={"payment_id": str(payment.pk), "payable": payment.payable_reference},
+            metadata=_payment_metadata(payment),
             description=payment.description,
             customer_id=customer.stripe_customer_id,
             payment_method_id=payment_method_id,
@@ -490,8 +515,8 @@ def payment_checkout_start(
         product_name=payment.description or "Payment",
         success_url=success_url,
         cancel_url=cancel_url,
-        client_reference_id=str(payment.pk),
-        metadata={"payment_id": str(payment.pk), "payable": payment.payable_reference},
+        client_reference_id=str(payment.uid),
+        metadata=_payment_metadata(payment),
         expires_at=timezone.now() + payments_settings.CHECKOUT_EXPIRES_AFTER,
         idempotency_key=f"{payment.idempotency_key}:checkout",
         customer_id=customer.stripe_customer_id,
@@ -505,29 +530,28 @@ def payment_checkout_start(
     return locked, session
 
 
-def _find_payment(
-    *, intent_id: str = "", session_id: str = "", charge_id: str = "", payment_id: str | int | None = None
+def payment_id_for(
+    *, intent_id: str = "", session_id: str = "", charge_id: str = "", metadata: dict[str, str] | None = None
 ) -> int | None:
-    """The id of the payment a provider object belongs to, by the most specific id it carries."""
-    if charge_id:
-        found = Payment.objects.filter(stripe_charge_id=charge_id).values_list("pk", flat=True).first()
-        if found:
-            return found
-    if intent_id:
-        found = (
-            Payment.objects.filter(stripe_payment_intent_id=intent_id).values_list("pk", flat=True).first()
-        )
-        if found:
-            return found
-    if session_id:
-        found = (
-            Payment.objects.filter(stripe_checkout_session_id=session_id).values_list("pk", flat=True).first()
-        )
-        if found:
-            return found
-    if payment_id and str(payment_id).isdigit():
-        return Payment.objects.filter(pk=int(payment_id)).values_list("pk", flat=True).first()
-    return None
+    """The id of the payment a provider object belongs to: by the Stripe ids stored on our rows,
+    else (an object whose id we have not stored yet) by this installation's mark in its metadata."""
+    for field, value in (
+        ("stripe_charge_id", charge_id),
+        ("stripe_payment_intent_id", intent_id),
+        ("stripe_checkout_session_id", session_id),
+    ):
+        if value:
+            found = Payment.objects.filter(**{field: value}).values_list("pk", flat=True).first()
+            if found:
+                return found
+    metadata = metadata or {}
+    if metadata.get("installation") != Installation.current_id():
+        return None
+    try:
+        uid = uuid.UUID(metadata.get("payment_uid") or "")
+    except ValueError:
+        return None
+    return Payment.objects.filter(uid=uid).values_list("pk", flat=True).first()
 
 
 @transaction.atomic
@@ -539,7 +563,7 @@ def payment_sync_checkout(
     `failed` is set for an asynchronous payment method that failed after the session completed;
     `reason` goes with a cancellation ("expired" when the session ran out by itself).
     """
-    payment_id = _find_payment(session_id=session.id, payment_id=session.client_reference_id)
+    payment_id = payment_id_for(session_id=session.id, metadata=session.metadata)
     if payment_id is None:
         logger.warning("checkout session for no known payment", extra={"checkout_session": session.id})
         return None
@@ -577,7 +601,7 @@ def payment_sync_intent(
     Used after every provider call, by webhooks and by reconciliation. Returns None
     when the intent belongs to no payment of ours.
     """
-    found = payment_id or _find_payment(intent_id=intent.id, payment_id=intent.metadata.get("payment_id"))
+    found = payment_id or payment_id_for(intent_id=intent.id, metadata=intent.metadata)
     if found is None:
         logger.warning("intent for no known payment", extra={"payment_intent": intent.id})
         return None
@@ -607,7 +631,9 @@ def payment_sync_intent(
         )
         payment.save()
         return payment
-    if target != payment.status and can_transition(payment.status, target):
+    # An intent stays succeeded through a dispute: only the dispute's outcome ends one.
+    moves = payment.status != PaymentStatus.DISPUTED
+    if moves and target != payment.status and can_transition(payment.status, target):
         _set_status(payment, target, reason=reason)
         if target == PaymentStatus.SUCCEEDED:
             # Refunds that arrived before the success now count.
@@ -645,14 +671,15 @@ def _reserve_refund(*, payment_id: int, amount: int | None, reason: str, request
             f"{payment.currency.upper()} refunds must be a multiple of "
             f"{money.format_amount(unit, payment.currency)}."
         )
-    number = payment.refunds.count() + 1
+    uid = uuid.uuid4()
     refund = Refund.objects.create(
         payment=payment,
         amount=amount,
         currency=payment.currency,
         reason=reason[:255],
         requested_by=requested_by,
-        idempotency_key=f"refund:payment:{payment.pk}:{number}",
+        uid=uid,
+        idempotency_key=f"refund:{uid}",
     )
     logger.info("refund reserved", extra=_log_extra(payment, refund_id=refund.pk, amount=amount))
     return refund
@@ -693,7 +720,11 @@ def refund_submit(*, refund: Refund) -> Refund:
             intent_id=refund.payment.stripe_payment_intent_id,
             amount=refund.amount,
             reason=refund.reason,
-            metadata={"refund_id": str(refund.pk), "payment_id": str(refund.payment_id)},
+            metadata={
+                **_payment_metadata(refund.payment),
+                "refund_uid": str(refund.uid),
+                "refund_id": str(refund.pk),
+            },
             idempotency_key=refund.idempotency_key,
         )
     except ProviderError as error:
@@ -720,9 +751,7 @@ def _fail_refund(refund_id: int, reason: str) -> None:
 @transaction.atomic
 def refund_sync(*, info: RefundInfo, refund_id: int | None = None) -> Refund | None:
     """Apply the provider's view of a refund; refunds made in the dashboard are imported."""
-    payment_id = _find_payment(
-        intent_id=info.intent_id, charge_id=info.charge_id, payment_id=info.metadata.get("payment_id")
-    )
+    payment_id = payment_id_for(intent_id=info.intent_id, charge_id=info.charge_id, metadata=info.metadata)
     if payment_id is None:
         logger.warning("refund for no known payment", extra={"stripe_refund": info.id})
         return None
@@ -730,7 +759,7 @@ def refund_sync(*, info: RefundInfo, refund_id: int | None = None) -> Refund | N
     refund = (
         (Refund.objects.filter(pk=refund_id).first() if refund_id else None)
         or Refund.objects.filter(stripe_refund_id=info.id).first()
-        or Refund.objects.filter(pk=int(info.metadata.get("refund_id") or 0), payment=payment).first()
+        or _refund_by_metadata(info.metadata, payment)
     )
     newly_recorded = refund is None or not refund.stripe_refund_id
     if refund is None:
@@ -758,6 +787,17 @@ def refund_sync(*, info: RefundInfo, refund_id: int | None = None) -> Refund | N
         refund.save()
     _settle_refunds(payment, refund, notify=newly_recorded)
     return refund
+
+
+def _refund_by_metadata(metadata: dict[str, str], payment: Payment) -> Refund | None:
+    """Our refund row for a provider refund we made but whose id we have not stored yet."""
+    if metadata.get("installation") != Installation.current_id():
+        return None
+    try:
+        uid = uuid.UUID(metadata.get("refund_uid") or "")
+    except ValueError:
+        return None
+    return Refund.objects.filter(uid=uid, payment=payment).first()
 
 
 def _settle_refunds(payment: Payment, refund: Refund | None, *, notify: bool) -> None:
@@ -793,7 +833,7 @@ def _settle_refunds(payment: Payment, refund: Refund | None, *, notify: bool) ->
 @transaction.atomic
 def payment_sync_charge(*, charge: ChargeInfo) -> Payment | None:
     """Apply a charge: its id and card, success if it was paid, and the refunds it lists."""
-    payment_id = _find_payment(intent_id=charge.intent_id, charge_id=charge.id)
+    payment_id = payment_id_for(intent_id=charge.intent_id, charge_id=charge.id)
     if payment_id is None:
         logger.warning("charge for no known payment", extra={"charge": charge.id})
         return None
@@ -818,7 +858,7 @@ _DISPUTE_CLOSED_IN_OUR_FAVOUR = frozenset({"won", "warning_closed"})
 @transaction.atomic
 def dispute_sync(*, dispute: DisputeInfo) -> Dispute | None:
     """Record a dispute and flag the payment; a dispute closed in our favour restores it."""
-    payment_id = _find_payment(intent_id=dispute.intent_id, charge_id=dispute.charge_id)
+    payment_id = payment_id_for(intent_id=dispute.intent_id, charge_id=dispute.charge_id)
     if payment_id is None:
         logger.warning("dispute for no known payment", extra={"dispute": dispute.id})
         return None

@@ -87,6 +87,15 @@ HANDLERS: dict[str, Handler] = {
 }
 
 
+# Recorded on an event about another installation's object (and counted by webhook_health).
+FOREIGN_OBJECT = "ignored: the object belongs to another installation"
+
+
+def _object_metadata(payload: dict[str, Any]) -> dict[str, str]:
+    obj = (payload.get("data") or {}).get("object") or {}
+    return obj.get("metadata") or {} if isinstance(obj, dict) else {}
+
+
 def webhook_event_store(*, event: EventInfo) -> tuple[WebhookEvent, bool]:
     """Store an event once by its Stripe id; returns (row, created). Safe under concurrency."""
     try:
@@ -140,6 +149,14 @@ def webhook_event_process(*, event_id: int, force: bool = False) -> WebhookEvent
         handler = HANDLERS.get(row.type)
         if handler is None:
             row.status = WebhookEvent.Status.IGNORED
+        elif services.is_foreign(_object_metadata(row.payload)):
+            # Another installation on the same Stripe account made this object: never ours to apply.
+            row.status = WebhookEvent.Status.IGNORED
+            row.last_error = FOREIGN_OBJECT
+            logger.info(
+                "webhook event of another installation ignored",
+                extra={"stripe_event": row.stripe_event_id, "event_type": row.type},
+            )
         else:
             try:
                 with transaction.atomic():
@@ -182,6 +199,7 @@ def webhook_health(*, stale_after: timedelta = timedelta(minutes=10)) -> dict[st
             "pk",
             filter=Q(status=WebhookEvent.Status.FAILED, attempts__gte=payments_settings.WEBHOOK_MAX_ATTEMPTS),
         ),
+        foreign=Count("pk", filter=Q(status=WebhookEvent.Status.IGNORED, last_error=FOREIGN_OBJECT)),
     )
     healthy = stats["stale"] == 0 and stats["gave_up"] == 0
     return {
@@ -192,4 +210,5 @@ def webhook_health(*, stale_after: timedelta = timedelta(minutes=10)) -> dict[st
         "failed": stats["failed"],
         "stale_pending": stats["stale"],
         "failed_permanently": stats["gave_up"],
+        "other_installation": stats["foreign"],
     }

@@ -146,3 +146,65 @@ def test_publishable_key_only_reaches_what_stripe_js_may(stripe_env):
         },
     )
     assert confirmed.status_code == 200 and confirmed.json()["status"] == "succeeded"
+
+
+def test_a_declined_intent_takes_another_card(stripe_env):
+    declined = _post(
+        stripe_env,
+        "/v1/payment_intents",
+        amount="2000",
+        currency="usd",
+        payment_method=stripe_env.card("4000000000000002"),
+        confirm="true",
+    ).json()["error"]["payment_intent"]
+    assert declined["payment_method"] is None  # Stripe detaches the declined card
+    stripe_env.api("POST", f"/v1/payment_intents/{declined['id']}", payment_method=stripe_env.card())
+    paid = stripe_env.api("POST", f"/v1/payment_intents/{declined['id']}/confirm")
+    assert paid["status"] == "succeeded" and paid["last_payment_error"] is None
+
+
+def test_hosted_checkout_page_pays_and_returns_to_the_site(stripe_env):
+    session = _post(
+        stripe_env,
+        "/v1/checkout/sessions",
+        mode="payment",
+        success_url="http://site.test/ok?session={CHECKOUT_SESSION_ID}",
+        cancel_url="http://site.test/no",
+        **{
+            "line_items[0][quantity]": "1",
+            "line_items[0][price_data][currency]": "usd",
+            "line_items[0][price_data][unit_amount]": "2000",
+            "line_items[0][price_data][product_data][name]": "Seat",
+        },
+    ).json()
+    page = requests.get(session["url"], timeout=5)
+    assert page.status_code == 200 and "Pay" in page.text
+    declined = requests.post(session["url"], data={"number": "4000 0000 0000 9995"}, timeout=5)
+    assert "insufficient funds" in declined.text
+    paid = requests.post(
+        session["url"], data={"number": "4242424242424242"}, allow_redirects=False, timeout=5
+    )
+    assert paid.status_code == 303
+    assert paid.headers["Location"] == f"http://site.test/ok?session={session['id']}"
+    done = stripe_env.api("GET", f"/v1/checkout/sessions/{session['id']}")
+    assert (done["status"], done["payment_status"]) == ("complete", "paid") and done["payment_intent"]
+
+
+@pytest.mark.django_db
+def test_a_dispute_on_demand_reaches_the_payment(stripe_env, django_capture_on_commit_callbacks):
+    from bookings.services import booking_pay
+    from payments.models import Payment
+    from payments.reconcile import payments_reconcile
+    from tests.factories import BookingFactory
+
+    payment = booking_pay(
+        booking_id=BookingFactory().pk, payment_method_id=stripe_env.card(), confirm=True
+    ).payment
+    dispute = stripe_env.open_dispute(payment.stripe_charge_id)
+    with django_capture_on_commit_callbacks(execute=True):
+        payments_reconcile(everything=True)  # reads charge.dispute.created from the Events API
+    assert Payment.objects.get(pk=payment.pk).status == "disputed"
+    stripe_env.close_dispute(dispute, status="won")
+    with django_capture_on_commit_callbacks(execute=True):
+        payments_reconcile(everything=True)
+    assert Payment.objects.get(pk=payment.pk).status == "succeeded"

@@ -6,7 +6,7 @@ from bookings.models import Booking
 from bookings.services import booking_pay
 from payments import services
 from payments.exceptions import CardError, IllegalTransition
-from payments.models import Customer, Payment
+from payments.models import Customer, Installation, Payment
 from payments.states import PaymentStatus
 from tests.factories import BookingFactory, EventFactory
 
@@ -33,7 +33,12 @@ def test_card_payment_succeeds_end_to_end(stripe_env, django_capture_on_commit_c
     intent = stripe_env.api("GET", f"/v1/payment_intents/{payment.stripe_payment_intent_id}")
     assert intent["status"] == "succeeded"
     assert intent["amount"] == booking.total == 2060
-    assert intent["metadata"] == {"payment_id": str(payment.pk), "payable": f"bookings.booking:{booking.pk}"}
+    assert intent["metadata"] == {
+        "installation": Installation.current_id(),
+        "payment_uid": str(payment.uid),
+        "payment_id": str(payment.pk),
+        "payable": f"bookings.booking:{booking.pk}",
+    }
     assert Booking.objects.get(pk=booking.pk).status == Booking.Status.CONFIRMED
 
 
@@ -43,9 +48,11 @@ def test_every_write_carries_a_derived_idempotency_key(stripe_env):
     writes = stripe_env.calls("POST")
     assert writes and all(call.idempotency_key for call in writes)
     key = result.payment.idempotency_key
-    assert key == f"payment:bookings.booking:{booking.pk}:1"
+    # Unique to this installation (a UUID made with the row), stable for the operation.
+    assert key == f"payment:{result.payment.uid}"
+    customer = Customer.objects.get(user=booking.user)
     assert {c.idempotency_key for c in writes} == {
-        f"customer:user:{booking.user.pk}",
+        f"customer:{customer.uid}",
         f"{key}:create",
         f"{key}:confirm:1",
     }
@@ -199,7 +206,7 @@ def test_checkout_session(stripe_env, django_capture_on_commit_callbacks):
     )
     assert session.url and session.status == "open"
     params = stripe_env.calls("POST", "/v1/checkout/sessions")[0].params
-    assert params["client_reference_id"] == str(payment.pk)
+    assert params["client_reference_id"] == str(payment.uid)
     assert params["line_items"][0]["price_data"]["unit_amount"] == str(booking.total)
     again, same = booking_checkout(booking_id=booking.pk, success_url="http://x/ok", cancel_url="http://x/no")
     assert (again.pk, same.id) == (payment.pk, session.id)

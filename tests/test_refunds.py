@@ -10,7 +10,7 @@ from bookings.models import Booking
 from bookings.services import booking_pay
 from payments import services
 from payments.exceptions import RefundNotAllowed
-from payments.models import Payment, Refund
+from payments.models import Installation, Payment, Refund
 from payments.signals import payment_refunded
 from payments.states import PaymentStatus, RefundStatus
 from tests.factories import BookingFactory
@@ -70,7 +70,9 @@ def test_refund_reason_and_key_reach_stripe(stripe_env):
     call = stripe_env.calls("POST", "/v1/refunds")[0]
     assert call.params["reason"] == "requested_by_customer"
     assert call.params["amount"] == "500"
-    assert call.idempotency_key == refund.idempotency_key == f"refund:payment:{payment.pk}:1"
+    assert call.idempotency_key == refund.idempotency_key == f"refund:{refund.uid}"
+    assert call.params["metadata"]["installation"] == Installation.current_id()
+    assert call.params["metadata"]["refund_uid"] == str(refund.uid)
 
 
 def test_unpaid_payment_cannot_be_refunded(stripe_env):

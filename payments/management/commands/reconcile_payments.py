@@ -58,6 +58,11 @@ class Command(BaseCommand):
             + "."
         )
         self.stdout.write(checked)
+        if report.other_installation:
+            self.stdout.write(
+                f"Skipped {report.other_installation} objects made by another installation on this "
+                "Stripe account."
+            )
         if not report.findings:
             self.stdout.write(self.style.SUCCESS("Nothing to fix: local records match Stripe."))
             return
