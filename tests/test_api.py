@@ -559,3 +559,19 @@ def test_list_endpoints_take_a_bounded_number_of_queries(django_assert_max_num_q
     with django_assert_max_num_queries(6):
         bookings = api.get("/api/bookings/").json()
     assert {b["payment_status"] for b in bookings["results"]} == {"partially_refunded"}
+
+
+@pytest.mark.emulator
+def test_failure_email_says_why_the_card_was_declined(stripe_env, mailoutbox):
+    from bookings.emails import email_send
+
+    booking = BookingFactory()
+    api = _token_client(booking.user)
+    api.post(
+        f"/api/bookings/{booking.pk}/payment/intent/",
+        {"payment_method_id": stripe_env.card("4000000000009995"), "confirm_immediately": True},
+        format="json",
+    )
+    payment = Payment.objects.get(object_id=str(booking.pk))
+    email_send(booking_id=booking.pk, kind=f"payment_failed:{payment.pk}")
+    assert "Your card has insufficient funds." in mailoutbox[-1].body
