@@ -568,6 +568,18 @@ def payment_sync_checkout(
         logger.warning("checkout session for no known payment", extra={"checkout_session": session.id})
         return None
     payment = _lock_payment(payment_id)
+    if payment.stripe_checkout_session_id and payment.stripe_checkout_session_id != session.id:
+        # Ours by its metadata, but not the session this attempt made: never applied.
+        logger.error("checkout session is not the payment's own", extra=_log_extra(payment, other=session.id))
+        return payment
+    paid = session.payment_status == "paid" and not failed
+    if paid and (session.amount_total, session.currency) != (payment.total, payment.currency):
+        # Never mark paid what was paid for another amount: reconciliation reports it.
+        logger.error(
+            "checkout session amount differs from the payment's",
+            extra=_log_extra(payment, checkout_session=session.id, session_amount=session.amount_total),
+        )
+        return payment
     if not payment.stripe_checkout_session_id:
         payment.stripe_checkout_session_id = session.id
     if session.intent_id and not payment.stripe_payment_intent_id:

@@ -110,3 +110,31 @@ def test_session_expiry_is_inside_stripes_window(stripe_env):
     _start(BookingFactory())
     sent = int(stripe_env.calls("POST", "/v1/checkout/sessions")[0].params["expires_at"])
     assert time.time() + 30 * 60 < sent <= time.time() + 24 * 3600
+
+
+def test_a_session_that_is_not_the_payments_own_never_pays_it(stripe_env, deliver):
+    """A signed checkout.session.completed naming our payment (a Payment Link with a chosen
+    client_reference_id, another app on the account) for another session or amount."""
+    from payments.models import Installation, WebhookEvent
+    from payments.webhooks import webhook_event_process
+    from stripe_emulator.harness import make_event, stripe_object
+
+    booking = BookingFactory()
+    payment, session = _start(booking)
+    ours = {"installation": Installation.current_id(), "payment_uid": str(payment.uid)}
+    forged = [
+        # Another session claiming the payment by reference and by our own metadata.
+        {"id": "cs_test_other", "client_reference_id": str(payment.uid), "metadata": ours},
+        # Our session id, but 0.50 paid.
+        {"id": session.id, "amount_total": 50},
+        # Our session id, in another currency.
+        {"id": session.id, "currency": "eur"},
+    ]
+    for overrides in forged:
+        fields = {"amount_total": payment.total, "currency": "usd", **overrides}
+        obj = stripe_object("checkout.session", status="complete", payment_status="paid", **fields)
+        event = make_event("checkout.session.completed", obj)
+        assert deliver(event).status_code == 200
+        webhook_event_process(event_id=WebhookEvent.objects.get(stripe_event_id=event["id"]).pk)
+        assert Payment.objects.get(pk=payment.pk).status == PaymentStatus.CREATED
+    assert Booking.objects.get(pk=booking.pk).status == Booking.Status.PENDING

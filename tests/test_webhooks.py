@@ -211,6 +211,7 @@ def test_checkout_completed_twice(deliver, django_capture_on_commit_callbacks):
         payment_status="paid",
         payment_intent="pi_test_checkout",
         amount_total=payment.total,
+        currency=payment.currency,
     )
     first = make_event("checkout.session.completed", session)
     second = make_event("checkout.session.completed", session)

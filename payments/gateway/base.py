@@ -75,6 +75,8 @@ class CheckoutInfo:
     customer_id: str = ""
     expires_at: datetime | None = None
     metadata: dict[str, str] = field(default_factory=dict)
+    amount_total: int | None = None
+    currency: str = ""
 
 
 @dataclass(frozen=True)

@@ -241,6 +241,8 @@ class StripeGateway(PaymentGateway):
             customer_id=_id_of(data.get("customer")),
             expires_at=_timestamp(data.get("expires_at")),
             metadata=dict(data.get("metadata") or {}),
+            amount_total=None if data.get("amount_total") is None else int(data["amount_total"]),
+            currency=(data.get("currency") or "").lower(),
         )
 
     def refund_from_object(self, obj: Any) -> RefundInfo:
