@@ -6,3 +6,7 @@ from django.core.asgi import get_asgi_application
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 application = get_asgi_application()
+
+from config.production import ensure_production_ready  # noqa: E402  (needs the apps loaded)
+
+ensure_production_ready()

@@ -29,6 +29,7 @@ INSTALLED_APPS = [
     "drf_spectacular",
     "payments",
     "bookings",
+    "config.apps.SiteConfig",
 ]
 
 MIDDLEWARE = [

@@ -6,3 +6,7 @@ from django.core.wsgi import get_wsgi_application
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 application = get_wsgi_application()
+
+from config.production import ensure_production_ready  # noqa: E402  (needs the apps loaded)
+
+ensure_production_ready()

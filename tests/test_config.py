@@ -40,3 +40,40 @@ def test_log_lines_carry_their_structured_fields():
         "INFO payments.services payment status changed "
         "payment_id=42 status=succeeded payable=bookings.booking:7"
     )
+
+
+def _start(module: str, **env_overrides):
+    """Import a production entry point in a fresh process with only these settings."""
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SECRET_KEY", "STRIPE_", "DEBUG"))}
+    env.update(DJANGO_SETTINGS_MODULE="config.settings", **env_overrides)
+    return subprocess.run(
+        [sys.executable, "-c", f"import {module}"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+STRIPE_KEYS = {"STRIPE_SECRET_KEY": "sk_test_x", "STRIPE_WEBHOOK_SECRET": "whsec_x"}
+
+
+def test_production_refuses_to_start_with_the_public_default_key():
+    for module in ("config.wsgi", "config.asgi"):
+        started = _start(module, DEBUG="False", **STRIPE_KEYS)
+        assert started.returncode != 0 and "Refusing to start with DEBUG off" in started.stderr
+        assert "set SECRET_KEY" in started.stderr
+    short = _start("config.wsgi", DEBUG="False", SECRET_KEY="short", **STRIPE_KEYS)
+    assert short.returncode != 0 and "SECRET_KEY" in short.stderr
+    no_stripe = _start("config.wsgi", DEBUG="False", SECRET_KEY="k" * 60)
+    assert no_stripe.returncode != 0 and "STRIPE_SECRET_KEY" in no_stripe.stderr
+
+
+def test_production_starts_with_its_secrets_and_development_without():
+    assert _start("config.wsgi", DEBUG="False", SECRET_KEY="k" * 60, **STRIPE_KEYS).returncode == 0
+    assert _start("config.wsgi", DEBUG="True").returncode == 0

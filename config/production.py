@@ -1,0 +1,46 @@
+"""What a production process refuses to start without: checked by the WSGI/ASGI entry points,
+the Celery app and `manage.py check --deploy`, so a forgotten secret never serves traffic."""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.core.checks import Error, register
+from django.core.exceptions import ImproperlyConfigured
+
+# The development default in settings.py: public, so anyone could sign sessions and tokens with it.
+INSECURE_SECRET_KEYS = frozenset({"dev-insecure-change-me", "change-me", ""})
+MIN_SECRET_KEY_LENGTH = 50
+
+
+def production_problems() -> list[str]:
+    """What is missing for DEBUG=False, each as a sentence saying what to set (none in DEBUG)."""
+    if settings.DEBUG:
+        return []
+    problems = []
+    key = settings.SECRET_KEY or ""
+    if key in INSECURE_SECRET_KEYS or key.startswith("django-insecure-") or len(key) < MIN_SECRET_KEY_LENGTH:
+        problems.append(
+            f"SECRET_KEY is missing, a published default or shorter than {MIN_SECRET_KEY_LENGTH} "
+            "characters: set SECRET_KEY (or SECRET_KEY_FILE) to a long random value, e.g. the output of "
+            "python -c 'from django.core.management.utils import get_random_secret_key as k; print(k())'."
+        )
+    payments = getattr(settings, "PAYMENTS", {})
+    if not payments.get("SECRET_KEY"):
+        problems.append("STRIPE_SECRET_KEY is not set: set it to your sk_live_... (or sk_test_...) key.")
+    if not payments.get("WEBHOOK_SECRETS"):
+        problems.append(
+            "STRIPE_WEBHOOK_SECRET is not set: set it to the webhook endpoint's whsec_... secret."
+        )
+    return problems
+
+
+def ensure_production_ready() -> None:
+    """Raise ImproperlyConfigured, naming what to set, when DEBUG is off and a secret is missing."""
+    problems = production_problems()
+    if problems:
+        raise ImproperlyConfigured("Refusing to start with DEBUG off: " + " ".join(problems))
+
+
+@register("security", deploy=True)
+def check_production_secrets(app_configs=None, **kwargs) -> list[Error]:
+    return [Error(problem, id="config.E001") for problem in production_problems()]
