@@ -27,6 +27,7 @@ INSTALLED_APPS = [
     "rest_framework",
     "rest_framework_simplejwt.token_blacklist",
     "drf_spectacular",
+    "axes",
     "payments",
     "bookings",
     "config.apps.SiteConfig",
@@ -40,6 +41,8 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # Last, as django-axes asks: answers a locked-out login (site, admin and API token).
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "config.urls"
@@ -87,7 +90,19 @@ USE_TZ = True
 
 STATIC_URL = "static/"
 STATIC_ROOT = BASE_DIR / "staticfiles"
-AUTHENTICATION_BACKENDS = ["django.contrib.auth.backends.ModelBackend"]
+AUTHENTICATION_BACKENDS = [
+    # django-axes first: it refuses a login from a locked-out address or account.
+    "config.security.LoginLockoutBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+# Failed logins (site, admin, API token) per address and per account, behind NUM_PROXIES proxies.
+AXES_FAILURE_LIMIT = env("LOGIN_FAILURE_LIMIT", default=10, cast=int)
+AXES_COOLOFF_TIME = timedelta(minutes=env("LOGIN_LOCKOUT_MINUTES", default=15, cast=int))
+AXES_LOCKOUT_PARAMETERS = ["ip_address", "username"]
+AXES_CLIENT_IP_CALLABLE = "config.security.client_ip"
+AXES_LOCKOUT_CALLABLE = "config.security.lockout_response"
+AXES_RESET_ON_SUCCESS = True
+AXES_VERBOSE = False
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "/"
 LOGOUT_REDIRECT_URL = "/"
@@ -208,7 +223,10 @@ REST_FRAMEWORK = {
     "DEFAULT_THROTTLE_RATES": {
         "payments": env("THROTTLE_PAYMENTS", default="30/min"),
         "auth": env("THROTTLE_AUTH", default="20/min"),
+        "auth_account": env("THROTTLE_AUTH_ACCOUNT", default="10/min"),
     },
+    # Trusted proxies in front of the site: 0 trusts no X-Forwarded-For (config.security.client_ip).
+    "NUM_PROXIES": env("NUM_PROXIES", default=0, cast=int),
     "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
 }
 

@@ -3,17 +3,19 @@
 from django.contrib import admin
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
-from rest_framework_simplejwt.views import TokenObtainPairView, TokenRefreshView
+from rest_framework_simplejwt.views import TokenRefreshView
 
-from payments.api.throttles import AuthRateThrottle
+from config.security import LoginAccountThrottle, LoginAddressThrottle, TokenObtainView
 from payments.api.views import HealthView
+
+LOGIN_THROTTLES = [LoginAddressThrottle, LoginAccountThrottle]
 
 urlpatterns = [
     path("admin/", admin.site.urls),
-    path("api/auth/token/", TokenObtainPairView.as_view(throttle_classes=[AuthRateThrottle]), name="token"),
+    path("api/auth/token/", TokenObtainView.as_view(throttle_classes=LOGIN_THROTTLES), name="token"),
     path(
         "api/auth/token/refresh/",
-        TokenRefreshView.as_view(throttle_classes=[AuthRateThrottle]),
+        TokenRefreshView.as_view(throttle_classes=[LoginAddressThrottle]),
         name="token-refresh",
     ),
     path("api/", include("bookings.api.urls")),

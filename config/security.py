@@ -1,0 +1,97 @@
+"""Who the client is behind a known number of trusted proxies, the login throttles, and how a
+locked-out login answers. One idea of the client's address for DRF's throttles and django-axes."""
+
+from __future__ import annotations
+
+from axes.backends import AxesStandaloneBackend
+from django.conf import settings
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.shortcuts import render
+from rest_framework.throttling import SimpleRateThrottle
+from rest_framework_simplejwt.views import TokenObtainPairView
+
+
+def num_proxies() -> int:
+    """How many trusted proxies stand in front of the site (NUM_PROXIES; 0: none, trust nobody)."""
+    return int(getattr(settings, "REST_FRAMEWORK", {}).get("NUM_PROXIES") or 0)
+
+
+def client_ip(request: HttpRequest) -> str:
+    """The client's address: REMOTE_ADDR, or with N trusted proxies the address the outermost of
+    them saw (N-th from the right in X-Forwarded-For); what a client writes there itself never counts."""
+    remote = request.META.get("REMOTE_ADDR", "")
+    proxies = num_proxies()
+    forwarded = request.META.get("HTTP_X_FORWARDED_FOR", "")
+    if not proxies or not forwarded:
+        return remote
+    addresses = [part.strip() for part in forwarded.split(",") if part.strip()]
+    return addresses[-min(proxies, len(addresses))] if addresses else remote
+
+
+class _SettingRateThrottle(SimpleRateThrottle):
+    """A throttle whose rate is read from REST_FRAMEWORK at each request (tests change it)."""
+
+    def get_rate(self):
+        return getattr(settings, "REST_FRAMEWORK", {}).get("DEFAULT_THROTTLE_RATES", {}).get(self.scope)
+
+    def get_ident(self, request) -> str:
+        return client_ip(request)
+
+
+class LoginAddressThrottle(_SettingRateThrottle):
+    """Token requests per client address (behind NUM_PROXIES trusted proxies)."""
+
+    scope = "auth"
+
+    def get_cache_key(self, request, view):
+        return self.cache_format % {"scope": self.scope, "ident": self.get_ident(request)}
+
+
+class LoginAccountThrottle(_SettingRateThrottle):
+    """Token requests per account named in the body, from any address."""
+
+    scope = "auth_account"
+
+    def get_cache_key(self, request, view):
+        data = request.data if hasattr(request.data, "get") else {}
+        username = str(data.get("username") or "").strip().lower()
+        if not username:
+            return None
+        return self.cache_format % {"scope": self.scope, "ident": username[:150]}
+
+
+def lockout_response(request: HttpRequest, original_response=None, credentials=None) -> HttpResponse:
+    """What django-axes answers once an address or an account has failed too many logins."""
+    minutes = int(settings.AXES_COOLOFF_TIME.total_seconds() // 60)
+    message = f"Too many failed logins. Try again in {minutes} minutes."
+    if request.path.startswith("/api/"):
+        error = {"code": "throttled", "message": message, "decline_code": None, "param": None}
+        return JsonResponse({"error": error}, status=429)
+    return render(request, "registration/locked_out.html", {"message": message}, status=429)
+
+
+class TokenObtainView(TokenObtainPairView):
+    """simplejwt's token pair, refused while django-axes has locked the address or the account.
+
+    Axes answers locked-out logins in its middleware, which cannot see a lockout decided inside
+    a REST framework view: the view asks axes itself first.
+    """
+
+    def post(self, request, *args, **kwargs):
+        from axes.handlers.proxy import AxesProxyHandler
+
+        data = request.data if hasattr(request.data, "get") else {}
+        credentials = {"username": str(data.get("username") or "")}
+        if AxesProxyHandler.is_locked(request._request, credentials):
+            return lockout_response(request._request, None, credentials)
+        return super().post(request, *args, **kwargs)
+
+
+class LoginLockoutBackend(AxesStandaloneBackend):
+    """django-axes's check on every login that comes with a request (site, admin, API token);
+    logins without one (a test client, a script) are not web logins and pass to the next backend."""
+
+    def authenticate(self, request, username=None, password=None, **kwargs):
+        if request is None:
+            return None
+        return super().authenticate(request, username=username, password=password, **kwargs)

@@ -1,0 +1,86 @@
+"""Password guessing is slowed per address and per account; a forged X-Forwarded-For changes nothing."""
+
+import pytest
+from rest_framework.test import APIClient
+
+from tests.factories import UserFactory
+
+pytestmark = [pytest.mark.django_db]
+
+PASSWORD = "pass-word-123"
+
+
+def _token(client, username, password, **headers):
+    return client.post(
+        "/api/auth/token/", {"username": username, "password": password}, format="json", **headers
+    )
+
+
+def test_rotating_x_forwarded_for_does_not_escape_the_address_throttle(settings):
+    settings.REST_FRAMEWORK = {
+        **settings.REST_FRAMEWORK,
+        "DEFAULT_THROTTLE_RATES": {**settings.REST_FRAMEWORK["DEFAULT_THROTTLE_RATES"], "auth": "3/min"},
+    }
+    client = APIClient()
+    answers = [
+        _token(client, f"nobody{n}", "x", HTTP_X_FORWARDED_FOR=f"203.0.113.{n}").status_code for n in range(5)
+    ]
+    assert answers[:3] == [401, 401, 401] and answers[3:] == [429, 429]
+
+
+def test_behind_one_trusted_proxy_the_proxys_view_of_the_client_counts(settings):
+    settings.REST_FRAMEWORK = {
+        **settings.REST_FRAMEWORK,
+        "NUM_PROXIES": 1,
+        "DEFAULT_THROTTLE_RATES": {**settings.REST_FRAMEWORK["DEFAULT_THROTTLE_RATES"], "auth": "2/min"},
+    }
+    client = APIClient()
+    # The client writes its own X-Forwarded-For; the proxy appends the address it saw.
+    first = [_token(client, f"a{n}", "x", HTTP_X_FORWARDED_FOR=f"10.0.0.{n}, 198.51.100.7") for n in range(3)]
+    assert [r.status_code for r in first] == [401, 401, 429]
+    # Another client behind the same proxy is not locked out by the first.
+    assert _token(client, "b", "x", HTTP_X_FORWARDED_FOR="198.51.100.8").status_code == 401
+
+
+def test_one_account_guessed_from_many_addresses_is_throttled(settings):
+    user = UserFactory()
+    settings.REST_FRAMEWORK = {
+        **settings.REST_FRAMEWORK,
+        "DEFAULT_THROTTLE_RATES": {
+            **settings.REST_FRAMEWORK["DEFAULT_THROTTLE_RATES"],
+            "auth_account": "3/min",
+        },
+    }
+    answers = [
+        _token(APIClient(REMOTE_ADDR=f"203.0.113.{n}"), user.username.upper(), "wrong").status_code
+        for n in range(4)
+    ]
+    assert answers == [401, 401, 401, 429]
+
+
+@pytest.mark.parametrize("login_url", ["/accounts/login/", "/admin/login/"])
+def test_login_pages_lock_out_after_repeated_failures(client, settings, login_url):
+    settings.AXES_FAILURE_LIMIT = 3
+    user = UserFactory(is_staff=True)
+    for _ in range(3):
+        client.post(login_url, {"username": user.username, "password": "wrong"})
+    locked = client.post(login_url, {"username": user.username, "password": PASSWORD})
+    assert locked.status_code == 429
+    assert b"Too many failed logins" in locked.content
+    # Another address and another account are not locked with it.
+    other = UserFactory(is_staff=True)
+    elsewhere = client.post(
+        login_url, {"username": other.username, "password": PASSWORD}, REMOTE_ADDR="192.0.2.9"
+    )
+    assert elsewhere.status_code == 302
+
+
+def test_api_token_lockout_answers_in_the_envelope(settings):
+    settings.AXES_FAILURE_LIMIT = 2
+    user = UserFactory()
+    client = APIClient()
+    for _ in range(2):
+        _token(client, user.username, "wrong")
+    locked = _token(client, user.username, PASSWORD)
+    assert locked.status_code == 429
+    assert locked.json()["error"]["code"] == "throttled"
