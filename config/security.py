@@ -1,5 +1,5 @@
-"""Who the client is behind a known number of trusted proxies, the login throttles, and how a
-locked-out login answers. One idea of the client's address for DRF's throttles and django-axes."""
+"""Logins and tokens: who the client is behind a known number of trusted proxies, the login
+throttles and lockouts, refresh tokens that rotate once and die with a password change."""
 
 from __future__ import annotations
 
@@ -8,7 +8,8 @@ from django.conf import settings
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import render
 from rest_framework.throttling import SimpleRateThrottle
-from rest_framework_simplejwt.views import TokenObtainPairView
+from rest_framework_simplejwt.serializers import TokenRefreshSerializer
+from rest_framework_simplejwt.views import TokenObtainPairView, TokenRefreshView
 
 
 def num_proxies() -> int:
@@ -95,3 +96,45 @@ class LoginLockoutBackend(AxesStandaloneBackend):
         if request is None:
             return None
         return super().authenticate(request, username=username, password=password, **kwargs)
+
+
+class RotateOnceRefreshSerializer(TokenRefreshSerializer):
+    """simplejwt's refresh with rotation, made race-free: the presented token's row is locked,
+    checked and blacklisted in one transaction, so two requests with one token get one new pair."""
+
+    default_error_messages = {"no_active_account": "No active account found for the given token."}
+
+    def validate(self, attrs):
+        from django.contrib.auth import get_user_model
+        from django.db import transaction
+        from rest_framework_simplejwt.exceptions import AuthenticationFailed, InvalidToken
+        from rest_framework_simplejwt.settings import api_settings
+        from rest_framework_simplejwt.token_blacklist.models import BlacklistedToken, OutstandingToken
+
+        refresh = self.token_class(attrs["refresh"])  # signature, expiry, blacklist
+        user_id = refresh.payload.get(api_settings.USER_ID_CLAIM)
+        if not get_user_model().objects.filter(**{api_settings.USER_ID_FIELD: user_id}).exists():
+            raise AuthenticationFailed(self.error_messages["no_active_account"], "no_active_account")
+        with transaction.atomic():
+            jti = refresh.payload[api_settings.JTI_CLAIM]
+            outstanding = OutstandingToken.objects.select_for_update().filter(jti=jti).first()
+            if outstanding is None or BlacklistedToken.objects.filter(token=outstanding).exists():
+                raise InvalidToken("Token is blacklisted")
+            return super().validate(attrs)
+
+
+class TokenRefreshRotateOnceView(TokenRefreshView):
+    serializer_class = RotateOnceRefreshSerializer
+
+
+def revoke_tokens_on_password_change(sender, instance, created: bool = False, **kwargs) -> None:
+    """A changed password ends every session elsewhere: all of the user's refresh tokens are
+    blacklisted (post_save, while Django still holds the new raw password on the instance)."""
+    if created or getattr(instance, "_password", None) is None:
+        return
+    from rest_framework_simplejwt.token_blacklist.models import BlacklistedToken, OutstandingToken
+
+    live = OutstandingToken.objects.filter(user=instance).exclude(blacklistedtoken__isnull=False)
+    BlacklistedToken.objects.bulk_create(
+        [BlacklistedToken(token=token) for token in live], ignore_conflicts=True
+    )

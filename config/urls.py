@@ -3,9 +3,14 @@
 from django.contrib import admin
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
-from rest_framework_simplejwt.views import TokenRefreshView
+from rest_framework_simplejwt.views import TokenBlacklistView
 
-from config.security import LoginAccountThrottle, LoginAddressThrottle, TokenObtainView
+from config.security import (
+    LoginAccountThrottle,
+    LoginAddressThrottle,
+    TokenObtainView,
+    TokenRefreshRotateOnceView,
+)
 from payments.api.views import HealthView
 
 LOGIN_THROTTLES = [LoginAddressThrottle, LoginAccountThrottle]
@@ -15,8 +20,12 @@ urlpatterns = [
     path("api/auth/token/", TokenObtainView.as_view(throttle_classes=LOGIN_THROTTLES), name="token"),
     path(
         "api/auth/token/refresh/",
-        TokenRefreshView.as_view(throttle_classes=[LoginAddressThrottle]),
+        TokenRefreshRotateOnceView.as_view(throttle_classes=[LoginAddressThrottle]),
         name="token-refresh",
+    ),
+    # Logout: the refresh token is blacklisted; its access token dies within minutes.
+    path(
+        "api/auth/logout/", TokenBlacklistView.as_view(throttle_classes=[LoginAddressThrottle]), name="logout"
     ),
     path("api/", include("bookings.api.urls")),
     path("api/", include("payments.api.urls")),

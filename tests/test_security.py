@@ -84,3 +84,67 @@ def test_api_token_lockout_answers_in_the_envelope(settings):
     locked = _token(client, user.username, PASSWORD)
     assert locked.status_code == 429
     assert locked.json()["error"]["code"] == "throttled"
+
+
+def _pair(user):
+    return (
+        APIClient()
+        .post("/api/auth/token/", {"username": user.username, "password": PASSWORD}, format="json")
+        .json()
+    )
+
+
+def _refresh(token):
+    return APIClient().post("/api/auth/token/refresh/", {"refresh": token}, format="json")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_one_refresh_token_spent_in_parallel_gives_one_pair():
+    import threading
+
+    from django.db import connection
+
+    refresh = _pair(UserFactory())["refresh"]
+    barrier, answers = threading.Barrier(8), []
+
+    def spend():
+        barrier.wait()
+        try:
+            answers.append(_refresh(refresh).status_code)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=spend) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(answers) == [200] + [401] * 7
+
+
+def test_a_password_change_revokes_every_refresh_token():
+    user = UserFactory()
+    first, second = _pair(user)["refresh"], _pair(user)["refresh"]
+    user.set_password("a-new-pass-word-456")
+    user.save()
+    assert _refresh(first).status_code == 401 and _refresh(second).status_code == 401
+    user.first_name = "Changed"  # other saves revoke nothing
+    user.save()
+    fresh = APIClient().post(
+        "/api/auth/token/", {"username": user.username, "password": "a-new-pass-word-456"}, format="json"
+    )
+    assert _refresh(fresh.json()["refresh"]).status_code == 200
+
+
+def test_logout_blacklists_the_refresh_token():
+    refresh = _pair(UserFactory())["refresh"]
+    assert APIClient().post("/api/auth/logout/", {"refresh": refresh}, format="json").status_code == 200
+    assert _refresh(refresh).status_code == 401
+
+
+def test_a_deleted_users_refresh_token_is_401_not_404():
+    user = UserFactory()
+    refresh = _pair(user)["refresh"]
+    user.delete()
+    response = _refresh(refresh)
+    assert response.status_code == 401 and response.json()["error"]["message"]
