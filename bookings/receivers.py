@@ -7,7 +7,7 @@ import logging
 from django.dispatch import receiver
 
 from bookings import services
-from bookings.exceptions import SoldOut
+from bookings.exceptions import BookingError
 from bookings.models import Booking
 from bookings.tasks import refund_unseated_payment, send_booking_email
 from payments.queue import enqueue
@@ -35,9 +35,13 @@ def confirm_on_payment(sender, payment, **kwargs) -> None:
         return
     try:
         services.booking_confirm(booking_id=booking_id)
-    except SoldOut:
-        # Charged, but the seats went to others after the hold ran out: give the money back.
-        logger.error("paid booking has no seats left: refunding", extra={"booking_id": booking_id})
+    except BookingError as error:
+        # Charged, but the booking cannot be confirmed (its seats were sold after the hold ran
+        # out, or it was cancelled meanwhile): give the money back.
+        logger.error(
+            "paid booking cannot be confirmed: refunding",
+            extra={"booking_id": booking_id, "error_code": error.code},
+        )
         enqueue(refund_unseated_payment, payment.pk)
         return
     enqueue(send_booking_email, booking_id, "confirmed")

@@ -193,6 +193,15 @@ def booking_pay(
     )
 
 
+def booking_retry(*, booking_id: int, payment_method_id: str = "") -> PaymentResult:
+    """A new attempt after a failed one, for a booking that can still be paid."""
+    booking = _payable_booking(booking_id)
+    payment = Payment.objects.for_payable(booking).order_by("-attempt").first()
+    if payment is None:
+        raise BookingError("No payment has been started for this booking yet.", code="no_payment")
+    return payment_services.payment_retry(payment=payment, payment_method_id=payment_method_id)
+
+
 def booking_checkout(*, booking_id: int, success_url: str, cancel_url: str):
     """Start paying for a pending booking on Stripe's hosted page."""
     booking = _payable_booking(booking_id)
@@ -210,8 +219,8 @@ def booking_cancel_by_owner(*, booking_id: int, user) -> Booking:
     if booking.status in (Booking.Status.CANCELLED, Booking.Status.EXPIRED):
         return booking
     payments = Payment.objects.for_payable(booking)
-    for open_payment in payments.open():
-        payment_services.payment_cancel(payment=open_payment)
+    for unpaid in payments.unpaid():
+        payment_services.payment_cancel(payment=unpaid)
     paid = payments.filter(status__in=REFUNDABLE_STATUSES).first()
     if paid is not None:
         allowed, limit = refund_allowed(user=user, payment=paid, starts_at=booking.event.starts_at)
@@ -239,8 +248,8 @@ def booking_expire_due() -> dict[str, int]:
             outcome["skipped"] += 1
             continue
         try:
-            for open_payment in Payment.objects.for_payable(booking).open():
-                payment_services.payment_cancel(payment=open_payment, reason="expired")
+            for unpaid in Payment.objects.for_payable(booking).unpaid():
+                payment_services.payment_cancel(payment=unpaid, reason="expired")
         except (IllegalTransition, ProviderError):
             outcome["skipped"] += 1
             continue

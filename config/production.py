@@ -35,8 +35,14 @@ def production_problems() -> list[str]:
 
 
 def ensure_production_ready() -> None:
-    """Raise ImproperlyConfigured, naming what to set, when DEBUG is off and a secret is missing."""
+    """Raise ImproperlyConfigured, naming what to set, when DEBUG is off and a secret is missing
+    or a system check fails (a WSGI server runs none of Django's checks itself)."""
+    if settings.DEBUG:
+        return
+    from django.core.checks import run_checks
+
     problems = production_problems()
+    problems += [f"{m.id}: {m.msg} {m.hint or ''}".strip() for m in run_checks() if m.is_serious()]
     if problems:
         raise ImproperlyConfigured("Refusing to start with DEBUG off: " + " ".join(problems))
 

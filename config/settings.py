@@ -128,7 +128,12 @@ STRIPE_JS_URL = env("STRIPE_JS_URL", default="https://js.stripe.com/v3/")
 
 
 def _fixed_fees(text: str) -> dict[str, int]:
-    """ "usd:30,eur:25" -> {"usd": 30, "eur": 25}: the fixed fee per currency, in minor units."""
+    """The fixed fee per currency in minor units: "usd:30,eur:25" -> {"usd": 30, "eur": 25}.
+
+    "0" (what .env files held before fees were per currency) means none.
+    """
+    if text.strip() in ("", "0"):
+        return {}
     pairs = (item.split(":", 1) for item in Csv()(text) if item)
     try:
         return {currency.strip().lower(): int(amount) for currency, amount in pairs}

@@ -53,8 +53,13 @@ def check_payments_settings(app_configs=None, **kwargs) -> list:
     rate = payments_settings.FEE_RATE
     if not Decimal(0) <= rate < Decimal(1):
         messages.append(Error("PAYMENTS['FEE_RATE'] must be at least 0 and below 1.", id="payments.E004"))
-    if payments_settings.MIN_AMOUNT > payments_settings.MAX_AMOUNT:
+    low = payments_settings.MIN_AMOUNT
+    if low is not None and low > payments_settings.MAX_AMOUNT:
         messages.append(Error("PAYMENTS['MIN_AMOUNT'] is above MAX_AMOUNT.", id="payments.E005"))
+    try:
+        money.amount_limits(payments_settings.CURRENCY)
+    except ValidationError as error:
+        messages.append(Error(error.messages[0], id="payments.E008"))
     messages.extend(_check_fixed_fee())
     expires_after = payments_settings.CHECKOUT_EXPIRES_AFTER
     if not CHECKOUT_EXPIRY_RANGE[0] <= expires_after <= CHECKOUT_EXPIRY_RANGE[1]:

@@ -29,7 +29,8 @@ DEFAULTS: dict[str, Any] = {
     "FEE_FIXED": {},
     # Limits in major units; AMOUNT_LIMITS overrides per currency, in minor units. Stripe's own
     # per-currency minimum and its eight-digit maximum always apply (payments.money).
-    "MIN_AMOUNT": Decimal("0.50"),
+    # A floor of the project's own above Stripe's minimum, in major units (None: Stripe's).
+    "MIN_AMOUNT": None,
     "MAX_AMOUNT": Decimal("100000.00"),
     "AMOUNT_LIMITS": {},
     # Refund policy for self-service refunds (staff may refund any time).
@@ -68,7 +69,7 @@ class PaymentsSettings:
             value = self.user_settings.get(name, DEFAULTS[name])
             if name == "FEE_RATE":
                 value = Decimal(str(value))
-            if name in {"MIN_AMOUNT", "MAX_AMOUNT"}:
+            if name in {"MIN_AMOUNT", "MAX_AMOUNT"} and value is not None:
                 value = Decimal(str(value))
             if name == "FEE_FIXED" and isinstance(value, dict):
                 value = {str(k).lower(): v for k, v in value.items()}

@@ -66,6 +66,11 @@ class PaymentQuerySet(models.QuerySet):
     def open(self) -> PaymentQuerySet:
         return self.filter(status__in=OPEN_STATUSES)
 
+    def unpaid(self) -> PaymentQuerySet:
+        """Attempts that could still take money: open ones, and failed ones (a failed intent or an
+        open Checkout Session can still be paid) until they are canceled."""
+        return self.filter(status__in=OPEN_STATUSES | {PaymentStatus.FAILED})
+
 
 class Payment(models.Model):
     """One attempt to collect a payable's total; a retry after a failure is a new attempt."""

@@ -35,7 +35,8 @@ THREE_DECIMAL = frozenset(["bhd", "jod", "kwd", "omr", "tnd"])
 WHOLE_UNITS_TWO_DECIMAL = frozenset({"isk", "ugx"})
 
 # https://docs.stripe.com/currencies#minimum-and-maximum-charge-amounts, in minor units.
-# Currencies not listed take PAYMENTS["MIN_AMOUNT"] (major units) as their minimum.
+# For any other currency Stripe's minimum is the equivalent of 0.50 USD, which only the host can
+# know: such a currency is chargeable once PAYMENTS["AMOUNT_LIMITS"] names its limits.
 STRIPE_MINIMUM_CHARGE = {
     "usd": 50,
     "aed": 200,
@@ -157,20 +158,29 @@ def compute_fee(subtotal: int, currency: str) -> int:
 def amount_limits(currency: str) -> tuple[int, int]:
     """(minimum, maximum) chargeable total in minor units for `currency`.
 
-    The minimum is Stripe's for the currency (MIN_AMOUNT, in major units, for one its table does
-    not list), the maximum MAX_AMOUNT; AMOUNT_LIMITS (minor units) replaces both for a currency.
-    Never outside what Stripe charges: its per-currency minimum and eight digits.
+    The minimum is Stripe's for the currency (raised to MIN_AMOUNT, in major units, when set),
+    the maximum MAX_AMOUNT; AMOUNT_LIMITS (minor units) replaces both for a currency, and is
+    needed for one Stripe's minimum table does not list. Never outside what Stripe charges:
+    its per-currency minimum and eight digits.
     """
     code = normalize_currency(currency)
     unit = chargeable_unit(code)
-    override = payments_settings.AMOUNT_LIMITS.get(code)
     scale = exponent(code)
+    override = payments_settings.AMOUNT_LIMITS.get(code)
     if override:
         low, high = int(override[0]), int(override[1])
-    else:
-        fallback = payments_settings.MIN_AMOUNT.scaleb(scale).to_integral_value(rounding="ROUND_CEILING")
-        low = STRIPE_MINIMUM_CHARGE.get(code, int(fallback))
+    elif code in STRIPE_MINIMUM_CHARGE:
+        low = STRIPE_MINIMUM_CHARGE[code]
+        if payments_settings.MIN_AMOUNT is not None:
+            floor = payments_settings.MIN_AMOUNT.scaleb(scale).to_integral_value(rounding="ROUND_CEILING")
+            low = max(low, int(floor))
         high = int(payments_settings.MAX_AMOUNT.scaleb(scale).to_integral_value(rounding="ROUND_FLOOR"))
+    else:
+        raise ValidationError(
+            f"{code.upper()} has no configured limits: Stripe's minimum for it is the equivalent of "
+            f"0.50 USD; set PAYMENTS['AMOUNT_LIMITS']['{code}'] = (minimum, maximum) in minor units.",
+            code="currency_not_configured",
+        )
     low = max(low, STRIPE_MINIMUM_CHARGE.get(code, 0))
     high = min(high, STRIPE_MAXIMUM_CHARGE)
     # Round inwards to what can be charged at all (whole ISK, three-decimal amounts ending in 0).

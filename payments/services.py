@@ -158,28 +158,40 @@ def _set_status(payment: Payment, target: str, *, reason: str = "") -> None:
         payment.succeeded_at = timezone.now()
     payment.save()
     logger.info("payment status changed", extra=_log_extra(payment, previous=previous, status=target))
-    if previous == PaymentStatus.CANCELED:
-        _refund_paid_after_cancel(payment)
-        return
+    if target == PaymentStatus.SUCCEEDED and previous != PaymentStatus.DISPUTED:
+        unwanted = _unwanted_payment_reason(payment, previous)
+        if unwanted:
+            _refund_unwanted_payment(payment, reason=unwanted)
+            return
     signal = _STATUS_SIGNALS.get(target)
     # A won dispute returns a payment to succeeded: that is not a new success.
     if signal and not (target == PaymentStatus.SUCCEEDED and previous == PaymentStatus.DISPUTED):
         _send_on_commit(signal, payment=payment, reason=reason)
 
 
-def _refund_paid_after_cancel(payment: Payment) -> None:
-    """Money arrived for an attempt we had canceled (its payable expired or was cancelled while
-    the payer was paying): it is never a sale. A full refund is recorded in this transaction and
-    submitted once it commits; the refund's own signal tells the host."""
+def _unwanted_payment_reason(payment: Payment, previous: str) -> str:
+    """Why money that just arrived is not a sale: its attempt was canceled (the payable expired or
+    was cancelled while the payer was paying), or another attempt already paid for the payable."""
+    if previous == PaymentStatus.CANCELED:
+        return PAID_AFTER_CANCEL_REASON
+    others = Payment.objects.filter(content_type_id=payment.content_type_id, object_id=payment.object_id)
+    if others.exclude(pk=payment.pk).filter(status__in=PAID_STATUSES).exists():
+        return "duplicate"
+    return ""
+
+
+def _refund_unwanted_payment(payment: Payment, *, reason: str) -> None:
+    """Record a refund of what is left of an unwanted payment in this transaction and submit it
+    once it commits (never a sale: no success signal; the refund's own signal tells the host)."""
     from payments.queue import enqueue
     from payments.tasks import retry_refund
 
-    refund = _reserve_refund(
-        payment_id=payment.pk, amount=None, reason=PAID_AFTER_CANCEL_REASON, requested_by=None
-    )
+    if payment.refundable_amount() <= 0:
+        return  # refunded already (in the dashboard, before we heard of the payment)
+    refund = _reserve_refund(payment_id=payment.pk, amount=None, reason=reason, requested_by=None)
     logger.error(
-        "payment arrived after its attempt was canceled: refunding it in full",
-        extra=_log_extra(payment, refund_id=refund.pk, amount=refund.amount),
+        "unwanted payment: refunding what is left of it",
+        extra=_log_extra(payment, refund_id=refund.pk, amount=refund.amount, reason=reason),
     )
     enqueue(retry_refund, refund.pk)
 
@@ -393,9 +405,15 @@ def payment_retry(*, payment: Payment, payment_method_id: str = "") -> PaymentRe
     A decline Stripe.js saw may not have reached us yet: an open attempt is asked about first.
     """
     payment = payment_refresh(payment=payment)
-    if payment.status != PaymentStatus.FAILED:
-        raise IllegalTransition("Only a failed payment can be retried.")
     terms = PaymentTerms.of(payment)
+    if payment.status in OPEN_STATUSES:
+        # Not failed after all (a browser error, not a decline): carry on with the same attempt.
+        return payment_start(
+            terms=terms, payment_method_id=payment_method_id, confirm=bool(payment_method_id)
+        )
+    if payment.status not in (PaymentStatus.FAILED, PaymentStatus.CANCELED):
+        raise IllegalTransition("Only a failed payment can be retried.")
+    # A canceled latest attempt: an earlier retry canceled it but could not start the next one.
     payment_cancel(payment=payment)
     return payment_start(
         terms=terms,
@@ -754,6 +772,8 @@ def refund_give_up(*, refund_id: int, reason: str) -> None:
 @transaction.atomic
 def _fail_refund(refund_id: int, reason: str) -> None:
     refund = Refund.objects.select_for_update().get(pk=refund_id)
+    if refund.status != RefundStatus.PENDING or refund.stripe_refund_id:
+        return  # Stripe has it (a webhook got here first): Stripe's word stands
     refund.status = RefundStatus.FAILED
     refund.failure_reason = reason[:255]
     refund.save()
@@ -787,10 +807,12 @@ def refund_sync(*, info: RefundInfo, refund_id: int | None = None) -> Refund | N
         logger.info("refund imported", extra=_log_extra(payment, stripe_refund=info.id, amount=info.amount))
     else:
         refund = Refund.objects.select_for_update().get(pk=refund.pk)
+        # Final only when Stripe said so: one we gave up on (no answer) may have reached Stripe.
+        final = refund.status in _FINAL_REFUND and bool(refund.stripe_refund_id)
         refund.stripe_refund_id = refund.stripe_refund_id or info.id
         # Stripe is the truth, except that a settled refund never goes back to pending and a
         # failed or canceled one is final (an older refund.updated may arrive after refund.failed).
-        if refund.status not in _FINAL_REFUND and (
+        if not final and (
             info.status not in (RefundStatus.PENDING, RefundStatus.REQUIRES_ACTION)
             or refund.status in (RefundStatus.PENDING, RefundStatus.REQUIRES_ACTION)
         ):

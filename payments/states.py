@@ -41,7 +41,7 @@ PAYMENT_TRANSITIONS: dict[str, frozenset[str]] = {
     S.PARTIALLY_REFUNDED: frozenset({S.REFUNDED, S.DISPUTED}),
     S.DISPUTED: frozenset({S.SUCCEEDED, S.PARTIALLY_REFUNDED, S.REFUNDED}),
     # Money can still arrive for a canceled attempt (the payer was paying when we canceled):
-    # it is recorded as a success and refunded at once (services._refund_paid_after_cancel).
+    # it is recorded as a success and refunded at once (services._refund_unwanted_payment).
     S.CANCELED: frozenset({S.SUCCEEDED}),
     S.REFUNDED: frozenset(),
 }

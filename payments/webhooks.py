@@ -42,8 +42,13 @@ def _checkout(event: EventInfo) -> None:
 def _charge(event: EventInfo) -> None:
     gateway = get_gateway()
     charge = gateway.charge_from_object(event.object)
-    services.payment_sync_charge(charge=charge)
-    if event.type == "charge.refunded" and charge.refunds is None and charge.intent_id:
+    payment = services.payment_sync_charge(charge=charge)
+    if (
+        payment is not None
+        and event.type == "charge.refunded"
+        and charge.refunds is None
+        and charge.intent_id
+    ):
         # Since API 2022-11-15 a charge no longer lists its refunds: read them.
         for refund in gateway.list_refunds(intent_id=charge.intent_id).items:
             services.refund_sync(info=refund)

@@ -52,6 +52,8 @@ __all__ = ["StripeHarness", "make_event", "sign_payload", "stripe_object", "use_
 STAND_IN_JS = Path(__file__).parent / "static" / "stripe-v3.js"
 # How long Stripe keeps an idempotency key (https://docs.stripe.com/api/idempotent_requests).
 IDEMPOTENCY_WINDOW = 24 * 60 * 60
+# Answers Stripe does not keep for an idempotency key: the request never ran.
+NOT_SAVED = frozenset({400, 401, 403, 404, 409, 429})
 # The key the proxy uses for what a browser asks with a publishable key.
 _SERVER_KEY = "Bearer sk_test_emulator_proxy"
 _CORS = {
@@ -363,6 +365,20 @@ class StripeHarness:
             return web.json_response(error, status=fault.status, headers=fault.headers)
         if method == "POST" and key:
             lock = self._key_locks.setdefault(key, asyncio.Lock())
+            if lock.locked():
+                # Stripe answers a second request with a key still in flight at once.
+                self.requests.append(Recorded(method, path, key, _listify(_unflatten(pairs))))
+                return web.json_response(
+                    {
+                        "error": {
+                            "type": "invalid_request_error",
+                            "code": "idempotency_key_in_use",
+                            "message": "There is currently another in-progress request using this "
+                            "idempotency key. Try again later.",
+                        }
+                    },
+                    status=409,
+                )
             async with lock:
                 fingerprint = hashlib.sha256(f"{method} {path} ".encode() + body).hexdigest()
                 cached = self._replays.get(key)
@@ -388,7 +404,9 @@ class StripeHarness:
                 else:
                     self.requests.append(Recorded(method, path, key, _listify(_unflatten(pairs))))
                     status, headers, payload = await self._answer(request, method, path, pairs)
-                    if status < 500:
+                    # Stripe saves what its endpoint answered, 500s included; not a request
+                    # refused before it ran (invalid parameters, no such object, auth, limits).
+                    if status not in NOT_SAVED:
                         self._replays[key] = (fingerprint, status, headers, payload, time.time())
         else:
             self.requests.append(Recorded(method, path, key, _listify(_unflatten(pairs))))

@@ -199,7 +199,8 @@ def _raise_failure(self) -> None:
 
 
 def _amount_refunded(self) -> int:
-    return sum(r.amount for r in self.refunds._list if getattr(r, "status", "succeeded") != "failed")
+    returned = ("failed", "canceled")  # money that came back to us counts as not refunded
+    return sum(r.amount for r in self.refunds._list if getattr(r, "status", "succeeded") not in returned)
 
 
 ls.Charge._set_auth_failure = _set_auth_failure
@@ -518,6 +519,7 @@ class CheckoutSession(ls.StripeObject):
         self.url = f"{HOSTED_PAGE_BASE['url']}/checkout/pay/{self.id}"
         self._intent_metadata = (payment_intent_data or {}).get("metadata") or {}
         self._line_items = line_items
+        self._intent_id: str | None = None
 
     @classmethod
     def _api_retrieve(cls, id):
@@ -554,13 +556,17 @@ class CheckoutSession(ls.StripeObject):
             raise invalid_request("This Checkout Session is no longer open.")
         card = {"number": card_number, "exp_month": "12", "exp_year": "2034", "cvc": "123"}
         method = ls.PaymentMethod(type="card", card=card)
-        intent = ls.PaymentIntent(
-            amount=self.amount_total,
-            currency=self.currency,
-            customer=self.customer,
-            payment_method=method.id,
-            metadata=dict(self._intent_metadata),
-        )
+        if self._intent_id is None:
+            # One PaymentIntent per session: a declined card and the next one share it.
+            intent = ls.PaymentIntent(
+                amount=self.amount_total,
+                currency=self.currency,
+                customer=self.customer,
+                metadata=dict(self._intent_metadata),
+            )
+            self._intent_id = self.payment_intent = intent.id
+        intent = ls.PaymentIntent._api_retrieve(self._intent_id)
+        intent._update(payment_method=method.id)
         intent._confirm(on_failure_now=intent._report_failure)
         if intent.status == "requires_action":  # the hosted page runs 3-D Secure itself
             ls.PaymentIntent._api_authenticate(intent.id, client_secret=intent.client_secret, success=True)

@@ -138,3 +138,69 @@ def test_a_session_that_is_not_the_payments_own_never_pays_it(stripe_env, delive
         webhook_event_process(event_id=WebhookEvent.objects.get(stripe_event_id=event["id"]).pk)
         assert Payment.objects.get(pk=payment.pk).status == PaymentStatus.CREATED
     assert Booking.objects.get(pk=booking.pk).status == Booking.Status.PENDING
+
+
+def test_cancelling_a_booking_cancels_its_failed_attempt_too_and_retry_is_refused(stripe_env):
+    from rest_framework.test import APIClient
+
+    booking = BookingFactory()
+    api = APIClient()
+    api.force_authenticate(booking.user)
+    base = f"/api/bookings/{booking.pk}/payment"
+    declined = api.post(
+        f"{base}/intent/",
+        {"payment_method_id": stripe_env.card("4000000000000002"), "confirm_immediately": True},
+        format="json",
+    )
+    assert declined.status_code == 402
+    failed = Payment.objects.get(object_id=str(booking.pk))
+    booking_cancel_by_owner(booking_id=booking.pk, user=booking.user)
+    # The failed intent could still be confirmed with its client secret: it is canceled at Stripe.
+    intent = stripe_env.api("GET", f"/v1/payment_intents/{failed.stripe_payment_intent_id}")
+    assert intent["status"] == "canceled"
+    assert Payment.objects.get(pk=failed.pk).status == PaymentStatus.CANCELED
+    retried = api.post(f"{base}/retry/", {"payment_method_id": stripe_env.card()}, format="json")
+    assert retried.status_code == 409 and retried.json()["error"]["code"] == "not_payable"
+    assert Payment.objects.filter(object_id=str(booking.pk)).count() == 1
+
+
+def test_money_for_a_booking_cancelled_meanwhile_is_refunded(
+    stripe_env, django_capture_on_commit_callbacks, caplog
+):
+    from bookings.services import booking_cancel, booking_pay
+    from bookings.tasks import refund_unseated_payment
+
+    booking = BookingFactory()
+    started = booking_pay(booking_id=booking.pk, payment_method_id=stripe_env.card())
+    booking_cancel(booking_id=booking.pk)  # staff cancel it while the payer is paying
+    paid = stripe_env.api("POST", f"/v1/payment_intents/{started.intent.id}/confirm")
+    with django_capture_on_commit_callbacks(execute=True):
+        services.payment_sync_intent(intent=get_gateway().intent_from_object(paid))
+    assert "paid booking cannot be confirmed: refunding" in caplog.text
+    with django_capture_on_commit_callbacks(execute=True):
+        refund_unseated_payment.apply(args=(started.payment.pk,))  # as the worker runs it
+    assert Payment.objects.get(pk=started.payment.pk).status == PaymentStatus.REFUNDED
+    assert Booking.objects.get(pk=booking.pk).status == Booking.Status.CANCELLED
+
+
+def test_a_second_attempt_that_also_paid_is_refunded_as_a_duplicate(
+    stripe_env, django_capture_on_commit_callbacks
+):
+    from bookings.services import booking_pay
+
+    booking = BookingFactory()
+    first = booking_pay(booking_id=booking.pk, payment_method_id=stripe_env.card())
+    # A second attempt, and its intent, for the same booking (an older client, a bug elsewhere).
+    Payment.objects.filter(pk=first.payment.pk).update(status=PaymentStatus.FAILED)
+    second = booking_pay(booking_id=booking.pk, payment_method_id=stripe_env.card(), confirm=True)
+    assert second.payment.status == PaymentStatus.SUCCEEDED
+    paid = stripe_env.api("POST", f"/v1/payment_intents/{first.intent.id}/confirm")
+    with django_capture_on_commit_callbacks(execute=True):
+        services.payment_sync_intent(intent=get_gateway().intent_from_object(paid))
+    duplicate = Payment.objects.get(pk=first.payment.pk)
+    assert duplicate.status == PaymentStatus.SUCCEEDED
+    refund = duplicate.refunds.get()
+    assert (refund.amount, refund.reason) == (duplicate.total, "duplicate")
+    retry_refund.apply(args=(refund.pk,))
+    assert Payment.objects.get(pk=first.payment.pk).status == PaymentStatus.REFUNDED
+    assert Payment.objects.get(pk=second.payment.pk).status == PaymentStatus.SUCCEEDED

@@ -57,3 +57,11 @@ def test_checkout_expiry_within_stripes_window(settings):
     assert "payments.E007" in _ids(settings)
     settings.PAYMENTS = {"CHECKOUT_EXPIRES_AFTER": timedelta(minutes=35)}
     assert _ids(settings) == set()
+
+
+def test_a_currency_without_limits_is_an_error(settings):
+    settings.DEBUG = True
+    settings.PAYMENTS = {"CURRENCY": "idr"}
+    assert "payments.E008" in _ids(settings)
+    settings.PAYMENTS = {"CURRENCY": "idr", "AMOUNT_LIMITS": {"idr": (800_000, 10**8)}}
+    assert _ids(settings) == set()

@@ -77,3 +77,12 @@ def test_production_refuses_to_start_with_the_public_default_key():
 def test_production_starts_with_its_secrets_and_development_without():
     assert _start("config.wsgi", DEBUG="False", SECRET_KEY="k" * 60, **STRIPE_KEYS).returncode == 0
     assert _start("config.wsgi", DEBUG="True").returncode == 0
+
+
+def test_production_refuses_a_payments_setting_that_fails_its_checks():
+    started = _start(
+        "config.wsgi", DEBUG="False", SECRET_KEY="k" * 60, PAYMENTS_FEE_FIXED="usd", **STRIPE_KEYS
+    )
+    assert started.returncode != 0 and "PAYMENTS_FEE_FIXED" in started.stderr
+    old_env = _start("config.wsgi", DEBUG="False", SECRET_KEY="k" * 60, PAYMENTS_FEE_FIXED="0", **STRIPE_KEYS)
+    assert old_env.returncode == 0, old_env.stderr

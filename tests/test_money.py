@@ -101,13 +101,22 @@ def test_fee_fixed_part_is_per_currency(settings):
         ("gbp", 30, 10_000_000),  # Stripe's minimum for GBP is 0.30
         ("jpy", 50, 100_000),  # and 50 for JPY, not 0.50 of a yen
         ("hkd", 400, 10_000_000),
-        ("kwd", 500, 99_999_990),  # eight digits at most, ending in 0
-        ("isk", 100, 10_000_000),
-        ("idr", 50, 10_000_000),  # not in Stripe's table: MIN_AMOUNT
     ],
 )
 def test_amount_limits(currency, low, high):
     assert money.amount_limits(currency) == (low, high)
+
+
+@pytest.mark.parametrize(
+    ("currency", "limits", "rounded"),
+    [
+        ("kwd", (505, 10**9), (510, 99_999_990)),  # steps of 10, eight digits at most
+        ("isk", (150, 10_000_050), (200, 10_000_000)),  # whole krónur
+    ],
+)
+def test_configured_limits_round_to_what_stripe_charges(settings, currency, limits, rounded):
+    settings.PAYMENTS = {**settings.PAYMENTS, "AMOUNT_LIMITS": {currency: limits}}
+    assert money.amount_limits(currency) == rounded
 
 
 def test_validate_amount_rejects_out_of_range():
@@ -125,14 +134,16 @@ def test_jpy_below_stripes_minimum_is_refused():
     assert info.value.code == "amount_out_of_range"
 
 
-def test_three_decimal_amounts_must_end_in_zero():
+def test_three_decimal_amounts_must_end_in_zero(settings):
+    settings.PAYMENTS = {**settings.PAYMENTS, "AMOUNT_LIMITS": {"kwd": (500, 10**8)}}
     money.validate_amount(money.to_minor("12.340", "kwd"), "kwd")
     with pytest.raises(ValidationError) as info:
         money.validate_amount(money.to_minor("12.345", "kwd"), "kwd")
     assert info.value.code == "invalid_amount"
 
 
-def test_validate_amount_rejects_fractional_isk():
+def test_validate_amount_rejects_fractional_isk(settings):
+    settings.PAYMENTS = {**settings.PAYMENTS, "AMOUNT_LIMITS": {"isk": (100, 10**7)}}
     with pytest.raises(ValidationError):
         money.validate_amount(550, "isk")
 
@@ -145,3 +156,17 @@ def test_limits_override_per_currency(settings):
 def test_limits_override_never_goes_beyond_stripe(settings):
     settings.PAYMENTS = {**settings.PAYMENTS, "AMOUNT_LIMITS": {"usd": (1, 10**12)}}
     assert money.amount_limits("usd") == (50, 99_999_999)
+
+
+def test_a_currency_stripe_lists_no_minimum_for_needs_its_limits(settings):
+    with pytest.raises(ValidationError) as info:
+        money.validate_amount(100_000, "idr")
+    assert info.value.code == "currency_not_configured"
+    settings.PAYMENTS = {**settings.PAYMENTS, "AMOUNT_LIMITS": {"idr": (800_000, 10**8)}}
+    assert money.amount_limits("idr") == (800_000, 99_999_999)
+
+
+def test_a_project_floor_above_stripes_minimum(settings):
+    settings.PAYMENTS = {**settings.PAYMENTS, "MIN_AMOUNT": "5.00"}
+    assert money.amount_limits("usd")[0] == 500
+    assert money.amount_limits("jpy")[0] == 50  # five yen is below Stripe's 50

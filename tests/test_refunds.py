@@ -225,3 +225,27 @@ def test_emulator_refuses_more_than_is_left_and_bad_reasons(stripe_env):
         timeout=5,
     )
     assert again.json()["error"]["code"] == "charge_already_refunded"
+
+
+def test_a_refund_given_up_on_that_reached_stripe_counts_when_stripe_says_so(stripe_env):
+    from payments.gateway import get_gateway
+
+    payment = _paid(stripe_env)
+    stripe_env.slow_after_forward("POST", "/v1/refunds", delay=3, times=10)  # Stripe acts, we time out
+    refund = services.refund_create(payment=payment, amount=500)
+    assert refund.status == RefundStatus.PENDING and not refund.stripe_refund_id
+    services.refund_give_up(refund_id=refund.pk, reason="no answer")
+    assert Refund.objects.get(pk=refund.pk).status == RefundStatus.FAILED
+    at_stripe = _stripe_refunds(stripe_env, payment)[0]  # refund.created, as its webhook brings it
+    services.refund_sync(info=get_gateway().refund_from_object(at_stripe))
+    assert Refund.objects.get(pk=refund.pk).status == RefundStatus.SUCCEEDED
+    assert Payment.objects.get(pk=payment.pk).status == PaymentStatus.PARTIALLY_REFUNDED
+    assert Payment.objects.get(pk=payment.pk).refundable_amount() == payment.total - 500
+
+
+def test_giving_up_never_overrides_what_stripe_said(stripe_env):
+    payment = _paid(stripe_env)
+    refund = services.refund_create(payment=payment, amount=500)
+    assert refund.status == RefundStatus.SUCCEEDED
+    services.refund_give_up(refund_id=refund.pk, reason="late task")
+    assert Refund.objects.get(pk=refund.pk).status == RefundStatus.SUCCEEDED

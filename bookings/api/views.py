@@ -78,6 +78,9 @@ class BookingPaymentViewSet(PayablePaymentViewSet):
     def start_payment(self, payable, **options):
         return services.booking_pay(booking_id=payable.pk, **options)
 
+    def retry_payment(self, payable, *, payment_method_id: str = ""):
+        return services.booking_retry(booking_id=payable.pk, payment_method_id=payment_method_id)
+
     def start_checkout(self, payable, *, success_url, cancel_url):
         return services.booking_checkout(
             booking_id=payable.pk, success_url=success_url, cancel_url=cancel_url

@@ -70,7 +70,7 @@ class PayablePaymentViewSet(viewsets.GenericViewSet):
 
     Routes (detail=False actions): intent/, confirm/, status/, refund/, retry/, checkout/.
     A host subclasses this, sets `payable_lookup` to its nested URL kwarg and implements
-    the four hooks below; it never writes payment state itself.
+    the hooks below; it never writes payment state itself.
     """
 
     payable_lookup = "payable_pk"
@@ -85,6 +85,11 @@ class PayablePaymentViewSet(viewsets.GenericViewSet):
 
     def start_payment(self, payable, **options) -> PaymentResult:
         """Start paying for `payable` through payments.services.payment_start."""
+        raise NotImplementedError
+
+    def retry_payment(self, payable, *, payment_method_id: str = "") -> PaymentResult:
+        """After a failure, a new attempt through payments.services.payment_retry, once the host
+        has checked that `payable` can still be paid."""
         raise NotImplementedError
 
     def start_checkout(self, payable, *, success_url: str, cancel_url: str):
@@ -194,9 +199,8 @@ class PayablePaymentViewSet(viewsets.GenericViewSet):
         """After a failure: a new attempt, charged to the card given, or left for Stripe.js to confirm."""
         body = RetryRequestSerializer(data=request.data)
         body.is_valid(raise_exception=True)
-        payment = self.latest_payment(self.get_payable())
-        result = services.payment_retry(
-            payment=payment, payment_method_id=body.validated_data.get("payment_method_id", "")
+        result = self.retry_payment(
+            self.get_payable(), payment_method_id=body.validated_data.get("payment_method_id", "")
         )
         return Response(_intent_body(result))
 

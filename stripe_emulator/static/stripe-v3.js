@@ -213,13 +213,11 @@
         else if (method) params.payment_method_data = paymentMethodData(method);
         let result = await call("POST", `/v1/setup_intents/${id}/confirm`, params);
         if (result.ok && result.body.status === "requires_action") {
-          const success = await challenge();
-          result = await call("POST", `/v1/setup_intents/${id}/${success ? "confirm" : "cancel"}`, {
-            key, client_secret: clientSecret, use_stripe_sdk: true,
-          });
-          if (result.ok && result.body.status !== "succeeded") {
-            return {error: {type: "card_error", code: "setup_intent_authentication_failure", message: "We are unable to authenticate your payment method."}};
+          // A failed challenge leaves the SetupIntent as it is, for another card (as Stripe does).
+          if (!(await challenge())) {
+            return {error: {type: "card_error", code: "setup_intent_authentication_failure", message: "We are unable to authenticate your payment method. Please choose a different payment method and try again."}};
           }
+          result = await call("POST", `/v1/setup_intents/${id}/confirm`, {key, client_secret: clientSecret, use_stripe_sdk: true});
         }
         return result.ok ? {setupIntent: result.body} : {error: result.body.error};
       },
