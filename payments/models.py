@@ -94,6 +94,8 @@ class Payment(models.Model):
 
     stripe_payment_intent_id = models.CharField(max_length=255, blank=True)
     stripe_checkout_session_id = models.CharField(max_length=255, blank=True)
+    # Fixed at the first try of a Checkout Session, so a retry sends Stripe the same parameters.
+    checkout_expires_at = models.DateTimeField(null=True, blank=True)
     stripe_charge_id = models.CharField(max_length=255, blank=True)
     stripe_customer_id = models.CharField(max_length=255, blank=True)
     stripe_status = models.CharField(max_length=64, blank=True)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import uuid
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any
 
 from django.contrib.contenttypes.models import ContentType
@@ -62,6 +63,8 @@ _STATUS_SIGNALS: dict[str, Signal] = {
 }
 _HOLDING_REFUND = (RefundStatus.PENDING, RefundStatus.REQUIRES_ACTION, RefundStatus.SUCCEEDED)
 _FINAL_REFUND = (RefundStatus.FAILED, RefundStatus.CANCELED)
+# Stripe refuses a Checkout Session that expires sooner than 30 minutes after it is created.
+CHECKOUT_MIN_AHEAD = timedelta(minutes=31)
 # The reason recorded on the automatic refund of a payment that arrived after its attempt was canceled.
 PAID_AFTER_CANCEL_REASON = "paid_after_cancel"
 
@@ -526,6 +529,15 @@ def payment_checkout_start(
     if payment.stripe_payment_intent_id and not payment.stripe_checkout_session_id:
         payment_cancel(payment=payment)
         payment = _open_attempt(terms)
+    expires_at = _checkout_expiry(payment.pk)
+    if expires_at is None:
+        # An earlier try of this attempt went unanswered too long ago to repeat it: start afresh
+        # (a session it may have made belongs to the canceled attempt, refunded if ever paid).
+        payment_cancel(payment=payment)
+        payment = _open_attempt(terms)
+        expires_at = _checkout_expiry(payment.pk)
+        if expires_at is None:  # a new attempt's expiry is always ahead; never reached
+            raise IllegalTransition("This payment could not be restarted.")
     customer = customer_get_or_create(user=terms.owner)
     session = gateway.create_checkout_session(
         amount=payment.total,
@@ -535,7 +547,7 @@ def payment_checkout_start(
         cancel_url=cancel_url,
         client_reference_id=str(payment.uid),
         metadata=_payment_metadata(payment),
-        expires_at=timezone.now() + payments_settings.CHECKOUT_EXPIRES_AFTER,
+        expires_at=expires_at,
         idempotency_key=f"{payment.idempotency_key}:checkout",
         customer_id=customer.stripe_customer_id,
     )
@@ -546,6 +558,20 @@ def payment_checkout_start(
         locked.save()
     logger.info("checkout session created", extra=_log_extra(locked, checkout_session=session.id))
     return locked, session
+
+
+@transaction.atomic
+def _checkout_expiry(payment_id: int) -> datetime | None:
+    """When the attempt's Checkout Session expires, fixed at its first try so that a retry sends
+    Stripe the same parameters under the same key; None once that is too close to repeat."""
+    payment = _lock_payment(payment_id)
+    now = timezone.now()
+    if payment.checkout_expires_at is None:
+        payment.checkout_expires_at = now + payments_settings.CHECKOUT_EXPIRES_AFTER
+        payment.save(update_fields=["checkout_expires_at", "updated_at"])
+    elif payment.checkout_expires_at < now + CHECKOUT_MIN_AHEAD:
+        return None
+    return payment.checkout_expires_at
 
 
 def payment_id_for(

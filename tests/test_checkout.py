@@ -204,3 +204,17 @@ def test_a_second_attempt_that_also_paid_is_refunded_as_a_duplicate(
     retry_refund.apply(args=(refund.pk,))
     assert Payment.objects.get(pk=first.payment.pk).status == PaymentStatus.REFUNDED
     assert Payment.objects.get(pk=second.payment.pk).status == PaymentStatus.SUCCEEDED
+
+
+def test_creating_a_session_stripe_made_but_did_not_answer_is_repeated_safely(stripe_env):
+    from payments.exceptions import ProviderUnavailable
+
+    booking = BookingFactory()
+    stripe_env.slow_after_forward("POST", "/v1/checkout/sessions", delay=2.5, times=4)  # every try
+    with pytest.raises(ProviderUnavailable):
+        _start(booking)
+    payment, session = _start(booking)  # the payer clicks again, seconds later
+    creates = stripe_env.calls("POST", "/v1/checkout/sessions")
+    assert len({c.idempotency_key for c in creates}) == 1 and creates[-1].replayed
+    assert len(stripe_env.api("GET", "/v1/checkout/sessions")["data"]) == 1
+    assert Payment.objects.get(pk=payment.pk).stripe_checkout_session_id == session.id
