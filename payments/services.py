@@ -881,6 +881,8 @@ def _settle_refunds(payment: Payment, refund: Refund | None, *, notify: bool) ->
             "a refund failed at the provider: the payment holds its money again",
             extra=_log_extra(payment, previous=previous, status=target, refunded=refunded),
         )
+        if refund is not None:
+            _send_on_commit(signals.payment_refund_failed, payment=payment, refund=refund)
     if notify and refund is not None and refund.status in _HOLDING_REFUND:
         _send_on_commit(
             signals.payment_refunded,

@@ -13,3 +13,6 @@ payment_refunded = Signal()
 payment_disputed = Signal()
 #: An unpaid payment was canceled or expired. Arguments: payment, reason ("expired" or "").
 payment_canceled = Signal()
+#: A refund failed at the provider after it had succeeded (a closed card): the money is back with
+#: us and refundable again; the payer has not got it. Arguments: payment, refund.
+payment_refund_failed = Signal()

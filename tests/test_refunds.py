@@ -11,7 +11,7 @@ from bookings.services import booking_pay
 from payments import services
 from payments.exceptions import RefundNotAllowed
 from payments.models import Installation, Payment, Refund
-from payments.signals import payment_refunded
+from payments.signals import payment_refund_failed, payment_refunded
 from payments.states import PaymentStatus, RefundStatus
 from tests.factories import BookingFactory
 
@@ -177,7 +177,9 @@ def test_two_concurrent_full_refunds_make_one(stripe_env):
 
 
 @pytest.mark.parametrize(("first", "status_after"), [(500, "succeeded"), (None, "partially_refunded")])
-def test_refund_failed_after_success_restores_the_balance(stripe_env, first, status_after):
+def test_refund_failed_after_success_restores_the_balance(
+    stripe_env, first, status_after, django_capture_on_commit_callbacks
+):
     from payments.gateway import get_gateway
 
     payment = _paid(stripe_env)
@@ -186,7 +188,18 @@ def test_refund_failed_after_success_restores_the_balance(stripe_env, first, sta
     payment.refresh_from_db()
     assert payment.status in (PaymentStatus.REFUNDED, PaymentStatus.PARTIALLY_REFUNDED)
     failed = stripe_env.fail_refund(failing.stripe_refund_id)
-    services.refund_sync(info=get_gateway().refund_from_object(failed))  # as refund.failed applies it
+    told = []
+
+    def listen(sender, refund, **kwargs):
+        told.append(refund.pk)
+
+    payment_refund_failed.connect(listen)
+    try:
+        with django_capture_on_commit_callbacks(execute=True):
+            services.refund_sync(info=get_gateway().refund_from_object(failed))  # as refund.failed applies it
+    finally:
+        payment_refund_failed.disconnect(listen)
+    assert told == [failing.pk]  # the host hears of it
     payment.refresh_from_db()
     assert payment.status == status_after
     assert payment.refundable_amount() == payment.total - (kept.amount if kept else 0)
