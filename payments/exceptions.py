@@ -89,6 +89,13 @@ class WebhookSignatureError(PaymentError):
     http_status = 400
 
 
+class WebhookPayloadError(WebhookSignatureError):
+    """A correctly signed webhook whose body is not a Stripe event we can store (HTTP 400)."""
+
+    code = "invalid_payload"
+    default_message = "The webhook body is not a Stripe event."
+
+
 class NotFound(PaymentError):
     """The object does not exist, or does not belong to the caller (never say which)."""
 

@@ -68,7 +68,8 @@ STRIPE_MAXIMUM_DIGITS = 8
 STRIPE_MAXIMUM_CHARGE = 10**STRIPE_MAXIMUM_DIGITS - 1
 
 _CURRENCY_RE = re.compile(r"^[a-z]{3}$")
-_AMOUNT_RE = re.compile(r"^\d+(\.\d+)?$")
+# ASCII digits only: str.isdigit() and \d also take "١٠" or "１０", which people do not mean as money.
+_AMOUNT_RE = re.compile(r"^[0-9]+(\.[0-9]+)?$")
 
 
 def normalize_currency(currency: str) -> str:

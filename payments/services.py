@@ -310,6 +310,7 @@ def payment_start(
     save_payment_method: bool = False,
 ) -> PaymentResult:
     """Start (or resume) paying on `terms`: a double click gets the same intent back."""
+    _ensure_payers_card(payment_method_id=payment_method_id, owner=terms.owner)
     payment = _open_attempt(terms, save_payment_method=save_payment_method)
     gateway = get_gateway()
     if payment.stripe_payment_intent_id:
@@ -332,6 +333,20 @@ def payment_start(
         new_method = "" if payment_method_id == intent.payment_method_id else payment_method_id
         return payment_confirm(payment=payment, payment_method_id=new_method)
     return PaymentResult(payment=payment, intent=intent)
+
+
+def _ensure_payers_card(*, payment_method_id: str, owner) -> None:
+    """A card given by id is a new one (Stripe.js made it; no customer yet) or one the payer
+    saved; another customer's saved card answers "not found", never a charge."""
+    if not payment_method_id:
+        return
+    method = get_gateway().retrieve_payment_method(payment_method_id)
+    if not method.customer_id:
+        return
+    own = Customer.objects.filter(user=owner).values_list("stripe_customer_id", flat=True).first()
+    if method.customer_id != own:
+        logger.warning("card of another customer refused", extra={"user_id": owner.pk})
+        raise NotFound("No such card.")
 
 
 # Confirming, retrying, cancelling ----------------------------------------------------
@@ -359,6 +374,7 @@ def payment_confirm(*, payment: Payment, payment_method_id: str = "") -> Payment
     if payment.status == PaymentStatus.REQUIRES_ACTION and not payment_method_id:
         intent = get_gateway().retrieve_intent(payment.stripe_payment_intent_id)
         return PaymentResult(payment=payment_sync_intent(intent=intent) or payment, intent=intent)
+    _ensure_payers_card(payment_method_id=payment_method_id, owner=payment.owner)
     payment = _next_confirmation(payment.pk)
     gateway = get_gateway()
     key = f"{payment.idempotency_key}:confirm:{payment.confirmations}"

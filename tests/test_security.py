@@ -148,3 +148,143 @@ def test_a_deleted_users_refresh_token_is_401_not_404():
     user.delete()
     response = _refresh(refresh)
     assert response.status_code == 401 and response.json()["error"]["message"]
+
+
+# Bad input never answers 500 ---------------------------------------------------------------------
+
+
+def test_a_deeply_nested_json_body_is_a_400(client):
+    body = "[" * 5000 + "]" * 5000
+    response = client.post("/api/auth/token/", data=body, content_type="application/json")
+    assert response.status_code == 400 and response.json()["error"]["code"] == "parse_error"
+
+
+def test_a_huge_body_is_a_413(client):
+    body = '{"username": "' + "x" * (2 * 1024 * 1024) + '"}'
+    response = client.post("/api/auth/token/", data=body, content_type="application/json")
+    assert response.status_code == 413 and response.json()["error"]["code"] == "too_large"
+
+
+@pytest.mark.parametrize(
+    "query", ["limit=100000000000000000000", "offset=100000000000000000000", "limit=100000"]
+)
+def test_huge_limits_and_offsets_are_bounded(client, query):
+    from tests.factories import EventFactory
+
+    EventFactory.create_batch(3)
+    response = client.get(f"/api/events/?{query}")
+    assert response.status_code == 200
+    assert len(response.json()["results"]) <= 100
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"[1, 2, 3]",
+        b'{"type": "payment_intent.succeeded", "data": {"object": {}}}',
+        b'{"id": "evt_1", "type": 5, "data": {"object": {}}}',
+        b'{"id": "evt_1", "type": "charge.succeeded", "data": "nope"}',
+        b'{"id": "' + b"e" * 300 + b'", "type": "charge.succeeded", "data": {"object": {}}}',
+        b"not json",
+    ],
+)
+def test_signed_but_malformed_events_are_a_400(client, body):
+    from stripe_emulator.harness import sign_payload
+
+    response = client.post(
+        "/api/webhooks/stripe/",
+        data=body,
+        content_type="application/json",
+        HTTP_STRIPE_SIGNATURE=sign_payload(body, "whsec_test_primary"),
+    )
+    assert response.status_code == 400 and response.json()["error"]["code"] == "invalid_payload"
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://evil.example\\@127.0.0.1/",
+        "http://evil.example\\.127.0.0.1/",
+        "http://user:pw@127.0.0.1/",
+        "javascript://127.0.0.1/%0aalert(1)",
+        "http://127.0.0.1\t.evil.example/",
+    ],
+)
+def test_return_urls_browsers_would_read_elsewhere_are_refused(url):
+    from payments.api.serializers import CheckoutRequestSerializer
+
+    assert not CheckoutRequestSerializer(data={"success_url": url}).is_valid()
+
+
+def test_return_urls_of_this_site_are_accepted(settings):
+    from payments.api.serializers import CheckoutRequestSerializer
+
+    settings.SITE_URL = "http://127.0.0.1:8000"
+    assert CheckoutRequestSerializer(
+        data={"success_url": "http://127.0.0.1:8000/bookings/1/result/"}
+    ).is_valid()
+
+
+@pytest.mark.parametrize("amount", ["١٠.٠٠", "１０.００", "10.00\n"])
+def test_amounts_in_other_digits_are_refused(amount):
+    from django.core.exceptions import ValidationError
+
+    from payments import money
+
+    if amount.strip() == amount:
+        with pytest.raises(ValidationError):
+            money.to_minor(amount, "usd")
+    else:
+        assert money.to_minor(amount, "usd") == 1000  # surrounding whitespace is not a digit
+
+
+@pytest.mark.parametrize("quantity", ["2.0", 2.0, "٢", True, "1e1"])
+def test_quantities_that_are_not_whole_numbers_are_refused(quantity):
+    from bookings.api.serializers import BookingCreateSerializer
+
+    assert not BookingCreateSerializer(data={"event": 1, "quantity": quantity}).is_valid()
+    assert BookingCreateSerializer(data={"event": 1, "quantity": "2"}).is_valid()
+
+
+def test_an_inactive_users_401_says_it_in_words():
+    user = UserFactory()
+    token = _pair(user)["access"]
+    user.is_active = False
+    user.save()
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Bearer {token}")
+    message = client.get("/api/bookings/").json()["error"]["message"]
+    assert "ErrorDetail" not in message and "{" not in message
+
+
+@pytest.mark.emulator
+def test_someone_elses_saved_card_cannot_pay(stripe_env):
+    from bookings.services import booking_pay
+    from payments import services
+    from payments.exceptions import NotFound
+    from tests.factories import BookingFactory
+
+    victim = UserFactory()
+    victims_customer = services.customer_get_or_create(user=victim).stripe_customer_id
+    card = stripe_env.card()
+    stripe_env.api("POST", f"/v1/payment_methods/{card}/attach", customer=victims_customer)
+    booking = BookingFactory()
+    with pytest.raises(NotFound):
+        booking_pay(booking_id=booking.pk, payment_method_id=card, confirm=True)
+    assert stripe_env.calls("POST", "/v1/payment_intents") == []
+    # The owner of the card pays with it.
+    own = booking_pay(booking_id=BookingFactory(user=victim).pk, payment_method_id=card, confirm=True)
+    assert own.payment.status == "succeeded"
+
+
+@pytest.mark.emulator
+def test_a_card_stripe_refused_then_a_good_one_pays(stripe_env):
+    from bookings.services import booking_pay
+    from payments.exceptions import ProviderError
+    from tests.factories import BookingFactory
+
+    booking = BookingFactory()
+    with pytest.raises(ProviderError):
+        booking_pay(booking_id=booking.pk, payment_method_id="pm_doesnotexist", confirm=True)
+    paid = booking_pay(booking_id=booking.pk, payment_method_id=stripe_env.card(), confirm=True)
+    assert paid.payment.status == "succeeded"

@@ -66,8 +66,21 @@ class BookingSerializer(serializers.ModelSerializer):
         )
 
 
+class WholeNumberField(serializers.IntegerField):
+    """An integer as JSON sends it (2) or as ASCII digits ("2"): never 2.0, "2.0", "٢" or true."""
+
+    def to_internal_value(self, data):
+        text = data.strip() if isinstance(data, str) else None
+        if isinstance(data, bool) or not (
+            isinstance(data, int)
+            or (text is not None and text.isascii() and text.isdigit() and len(text) <= 9)
+        ):
+            self.fail("invalid")
+        return super().to_internal_value(data)
+
+
 class BookingCreateSerializer(serializers.Serializer):
     """Only what the booker chooses; amounts, status and owner are the server's."""
 
-    event = serializers.IntegerField(min_value=1)
-    quantity = serializers.IntegerField(min_value=1, max_value=booking_setting("MAX_SEATS_PER_BOOKING"))
+    event = WholeNumberField(min_value=1)
+    quantity = WholeNumberField(min_value=1, max_value=booking_setting("MAX_SEATS_PER_BOOKING"))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 
-from django.core.exceptions import ObjectDoesNotExist, PermissionDenied
+from django.core.exceptions import ObjectDoesNotExist, PermissionDenied, RequestDataTooBig
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db import OperationalError
 from django.http import Http404
@@ -104,13 +104,16 @@ def exception_handler(exc, context):
         headers = {"Retry-After": str(int(seconds))} if seconds else None
         return error_response("throttled", f"Too many requests.{wait}", 429, headers=headers)
     if isinstance(exc, exceptions.NotAuthenticated | exceptions.AuthenticationFailed):
-        response = error_response(
-            _code(exc, "not_authenticated"), str(exc.detail), status.HTTP_401_UNAUTHORIZED
-        )
+        # simplejwt's detail is a dict ({"detail": ..., "code": ...}): its words, never its repr.
+        _param, message, _code_of = _first_error(exc.detail)
+        response = error_response(_code(exc, "not_authenticated"), message, status.HTTP_401_UNAUTHORIZED)
         response["WWW-Authenticate"] = 'Bearer realm="api"'
         return response
     if isinstance(exc, exceptions.APIException):
-        return error_response(_code(exc, str(exc.default_code)), str(exc.detail), exc.status_code)
+        _param, message, _code_of = _first_error(exc.detail)
+        return error_response(_code(exc, str(exc.default_code)), message, exc.status_code)
+    if isinstance(exc, RequestDataTooBig):
+        return error_response("too_large", "The request body is too large.", 413)
     if isinstance(exc, OperationalError):
         logger.exception("database unavailable")
         return error_response("unavailable", "The service is unavailable. Please try again.", 503)

@@ -148,8 +148,19 @@ class RefundRequestSerializer(serializers.Serializer):
 
 
 def _same_site(url: str) -> None:
-    """Return URLs only to this site: never an open redirect through Stripe."""
-    host = urlsplit(url).hostname or ""
+    """Return URLs only to this site: never an open redirect through Stripe.
+
+    Browsers read a URL more loosely than urlsplit (a backslash is a slash, tabs and newlines are
+    dropped): anything they could read differently, or with credentials in it, is refused.
+    """
+    parts = urlsplit(url)
+    if (
+        parts.scheme not in ("http", "https")
+        or "@" in parts.netloc
+        or any(c == "\\" or c.isspace() or ord(c) < 32 or ord(c) == 127 for c in url)
+    ):
+        raise serializers.ValidationError("Return URLs must be plain http(s) addresses of this site.")
+    host = parts.hostname or ""
     allowed = {urlsplit(settings.SITE_URL).hostname, *settings.ALLOWED_HOSTS}
     if host not in allowed and "*" not in allowed:
         raise serializers.ValidationError("Return URLs must point at this site.")
