@@ -7,6 +7,10 @@ from django.conf import settings
 DEFAULTS: dict[str, Any] = {
     "HOLD_MINUTES": 15,
     "MAX_SEATS_PER_BOOKING": 10,
+    # Unpaid holds one user may keep at once, and the seats they hold in all: nobody empties an
+    # event by booking without paying.
+    "MAX_OPEN_HOLDS": 3,
+    "MAX_HELD_SEATS": 20,
     # Emails: attempts in all, and the first retry delay in seconds (then doubling, jittered).
     "EMAIL_MAX_ATTEMPTS": 5,
     "EMAIL_RETRY_DELAY": 30.0,

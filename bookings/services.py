@@ -5,8 +5,10 @@ from __future__ import annotations
 import logging
 from datetime import timedelta
 
+from django.contrib.auth import get_user_model
 from django.core.exceptions import ValidationError
 from django.db import transaction
+from django.db.models import Count, Sum
 from django.utils import timezone
 
 from bookings.conf import booking_setting
@@ -82,6 +84,7 @@ def booking_create(*, user, event_id: int, quantity: int) -> Booking:
     subtotal, fee, total = booking_quote(event=event, quantity=quantity)
     if event.seats_left() < quantity:
         raise SoldOut(f"Only {event.seats_left()} seats are left.")
+    _check_holds(user, quantity)
     booking = Booking.objects.create(
         user=user,
         event=event,
@@ -94,6 +97,22 @@ def booking_create(*, user, event_id: int, quantity: int) -> Booking:
     )
     logger.info("booking created", extra={"booking_id": booking.pk, "event_id": event.pk})
     return booking
+
+
+def _check_holds(user, quantity: int) -> None:
+    """Refuse a new hold past the user's cap of unpaid holds and held seats (409)."""
+    # The user's row serialises their own concurrent bookings.
+    get_user_model()._default_manager.select_for_update().filter(pk=user.pk).values_list("pk").get()
+    held = Booking.objects.filter(user=user, status=Booking.Status.PENDING, expires_at__gt=timezone.now())
+    holds = held.aggregate(count=Count("pk"), seats=Sum("quantity"))
+    if holds["count"] >= booking_setting("MAX_OPEN_HOLDS"):
+        raise BookingError(
+            "You have too many unpaid bookings: pay or cancel one first.", code="too_many_holds"
+        )
+    if (holds["seats"] or 0) + quantity > booking_setting("MAX_HELD_SEATS"):
+        raise BookingError(
+            "You hold too many unpaid seats: pay or cancel a booking first.", code="too_many_holds"
+        )
 
 
 @transaction.atomic

@@ -156,6 +156,8 @@ PAYMENTS = {
 BOOKINGS = {
     "HOLD_MINUTES": env("BOOKING_HOLD_MINUTES", default=15, cast=int),
     "MAX_SEATS_PER_BOOKING": env("BOOKING_MAX_SEATS", default=10, cast=int),
+    "MAX_OPEN_HOLDS": env("BOOKING_MAX_OPEN_HOLDS", default=3, cast=int),
+    "MAX_HELD_SEATS": env("BOOKING_MAX_HELD_SEATS", default=20, cast=int),
 }
 
 LOGGING = {
@@ -237,6 +239,8 @@ REST_FRAMEWORK = {
         "payments": env("THROTTLE_PAYMENTS", default="30/min"),
         "auth": env("THROTTLE_AUTH", default="20/min"),
         "auth_account": env("THROTTLE_AUTH_ACCOUNT", default="10/min"),
+        "bookings": env("THROTTLE_BOOKINGS", default="10/min"),
+        "payment_status": env("THROTTLE_STATUS", default="120/min"),
     },
     # Trusted proxies in front of the site: 0 trusts no X-Forwarded-For (config.security.client_ip).
     "NUM_PROXIES": env("NUM_PROXIES", default=0, cast=int),

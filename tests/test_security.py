@@ -288,3 +288,66 @@ def test_a_card_stripe_refused_then_a_good_one_pays(stripe_env):
         booking_pay(booking_id=booking.pk, payment_method_id="pm_doesnotexist", confirm=True)
     paid = booking_pay(booking_id=booking.pk, payment_method_id=stripe_env.card(), confirm=True)
     assert paid.payment.status == "succeeded"
+
+
+# Nobody empties an event or hammers Stripe ----------------------------------------------------------
+
+
+def _booker(user):
+    client = APIClient()
+    client.force_authenticate(user)
+    return client
+
+
+def _book(client, event, quantity):
+    return client.post("/api/bookings/", {"event": event.pk, "quantity": quantity}, format="json")
+
+
+def test_unpaid_holds_are_capped_per_user(settings):
+    from tests.factories import EventFactory
+
+    settings.BOOKINGS = {**settings.BOOKINGS, "MAX_OPEN_HOLDS": 2, "MAX_HELD_SEATS": 5}
+    user, event = UserFactory(), EventFactory(capacity=100)
+    client = _booker(user)
+    answers = [
+        client.post("/api/bookings/", {"event": event.pk, "quantity": 2}, format="json") for _ in range(3)
+    ]
+    assert [a.status_code for a in answers] == [201, 201, 409]
+    assert answers[2].json()["error"]["code"] == "too_many_holds"
+    other = _booker(UserFactory()).post("/api/bookings/", {"event": event.pk, "quantity": 5}, format="json")
+    assert other.status_code == 201
+    too_many_seats = _booker(UserFactory())
+    too_many_seats.post("/api/bookings/", {"event": event.pk, "quantity": 4}, format="json")
+    assert (
+        too_many_seats.post("/api/bookings/", {"event": event.pk, "quantity": 2}, format="json").status_code
+        == 409
+    )
+
+
+def test_booking_creation_is_throttled(settings):
+    from tests.factories import EventFactory
+
+    settings.REST_FRAMEWORK = {
+        **settings.REST_FRAMEWORK,
+        "DEFAULT_THROTTLE_RATES": {**settings.REST_FRAMEWORK["DEFAULT_THROTTLE_RATES"], "bookings": "2/min"},
+    }
+    client, event = _booker(UserFactory()), EventFactory()
+    codes = [
+        client.post("/api/bookings/", {"event": event.pk, "quantity": 1}, format="json").status_code
+        for _ in range(3)
+    ]
+    assert codes[2] == 429
+
+
+@pytest.mark.emulator
+def test_status_polls_ask_stripe_at_most_every_few_seconds(stripe_env):
+    from bookings.services import booking_pay
+    from tests.factories import BookingFactory
+
+    booking = BookingFactory()
+    booking_pay(booking_id=booking.pk)
+    client = _booker(booking.user)
+    stripe_env.requests.clear()
+    for _ in range(5):
+        assert client.get(f"/api/bookings/{booking.pk}/payment/status/").status_code == 200
+    assert len(stripe_env.calls("GET", "/v1/payment_intents/")) == 1

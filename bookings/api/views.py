@@ -15,7 +15,14 @@ from bookings.api.serializers import BookingCreateSerializer, BookingSerializer,
 from bookings.models import Booking
 from bookings.selectors import bookings_with_payment_status, upcoming_events
 from payments.api.errors import ErrorSerializer
+from payments.api.throttles import PaymentRateThrottle
 from payments.api.views import ERRORS, PayablePaymentHistoryViewSet, PayablePaymentViewSet
+
+
+class BookingRateThrottle(PaymentRateThrottle):
+    """New bookings per user (REST_FRAMEWORK['DEFAULT_THROTTLE_RATES']['bookings'])."""
+
+    scope = "bookings"
 
 
 class EventViewSet(viewsets.ReadOnlyModelViewSet):
@@ -43,6 +50,11 @@ class BookingViewSet(mixins.CreateModelMixin, viewsets.ReadOnlyModelViewSet):
     @extend_schema(
         request=BookingCreateSerializer, responses={201: BookingSerializer, 409: ErrorSerializer, **ERRORS}
     )
+    def get_throttles(self):
+        if self.action == "create":
+            return [BookingRateThrottle()]
+        return super().get_throttles()
+
     def create(self, request, *args, **kwargs):
         body = BookingCreateSerializer(data=request.data)
         body.is_valid(raise_exception=True)

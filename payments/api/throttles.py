@@ -16,3 +16,9 @@ class PaymentRateThrottle(SimpleRateThrottle):
     def get_cache_key(self, request, view):
         ident = request.user.pk if request.user and request.user.is_authenticated else self.get_ident(request)
         return self.cache_format % {"scope": self.scope, "ident": ident}
+
+
+class StatusRateThrottle(PaymentRateThrottle):
+    """Status polls per user (REST_FRAMEWORK['DEFAULT_THROTTLE_RATES']['payment_status']; none if unset)."""
+
+    scope = "payment_status"

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import logging
-from datetime import datetime
+from datetime import datetime, timedelta
 
+from django.core.cache import cache
 from django.db import connection
 from django.http import Http404
 from drf_spectacular.utils import OpenApiResponse, extend_schema
@@ -31,7 +32,7 @@ from payments.api.serializers import (
     RetryRequestSerializer,
     SetupIntentSerializer,
 )
-from payments.api.throttles import PaymentRateThrottle
+from payments.api.throttles import PaymentRateThrottle, StatusRateThrottle
 from payments.conf import payments_settings
 from payments.exceptions import IllegalTransition, RefundNotAllowed
 from payments.gateway import get_gateway
@@ -63,6 +64,21 @@ def _intent_body(result: PaymentResult) -> dict:
         "next_action": intent.next_action if intent else None,
         "publishable_key": payments_settings.PUBLISHABLE_KEY,
     }
+
+
+# A page polling the status asks Stripe at most this often; in between it reads the database.
+STATUS_REFRESH_EVERY = timedelta(seconds=3)
+
+
+def _may_ask_stripe_about(payment: Payment) -> bool:
+    """True at most once per STATUS_REFRESH_EVERY for a payment (and whenever the cache is down)."""
+    try:
+        return cache.add(f"payments:status-refresh:{payment.pk}", 1, STATUS_REFRESH_EVERY.total_seconds())
+    except Exception:  # a cache outage must not fail the status page: ask Stripe
+        logger.warning(
+            "cache unavailable: status refreshed from the provider", extra={"payment_id": payment.pk}
+        )
+        return True
 
 
 class PayablePaymentViewSet(viewsets.GenericViewSet):
@@ -148,11 +164,13 @@ class PayablePaymentViewSet(viewsets.GenericViewSet):
         return Response(_intent_body(result))
 
     @extend_schema(request=None, responses={200: PaymentSerializer, **PAY_ERRORS})
-    @action(detail=False, methods=["get"])
+    @action(detail=False, methods=["get"], throttle_classes=[StatusRateThrottle])
     def status(self, request: Request, **kwargs) -> Response:
-        """The payment's state (asked of Stripe while it is still moving)."""
+        """The payment's state, asked of Stripe while it is still moving (at most every few seconds)."""
         payable = self.get_payable(any_owner=policy.is_refund_staff(request.user))
-        payment = services.payment_refresh(payment=self.latest_payment(payable))
+        payment = self.latest_payment(payable)
+        if _may_ask_stripe_about(payment):
+            payment = services.payment_refresh(payment=payment)
         return Response(PaymentSerializer(payment).data)
 
     @extend_schema(
