@@ -7,9 +7,10 @@ from axes.backends import AxesStandaloneBackend
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import render
-from rest_framework.throttling import SimpleRateThrottle
 from rest_framework_simplejwt.serializers import TokenRefreshSerializer
 from rest_framework_simplejwt.views import TokenObtainPairView, TokenRefreshView
+
+from payments.api.throttles import CountingRateThrottle
 
 
 def num_proxies() -> int:
@@ -29,11 +30,8 @@ def client_ip(request: HttpRequest) -> str:
     return addresses[-min(proxies, len(addresses))] if addresses else remote
 
 
-class _SettingRateThrottle(SimpleRateThrottle):
-    """A throttle whose rate is read from REST_FRAMEWORK at each request (tests change it)."""
-
-    def get_rate(self):
-        return getattr(settings, "REST_FRAMEWORK", {}).get("DEFAULT_THROTTLE_RATES", {}).get(self.scope)
+class _SettingRateThrottle(CountingRateThrottle):
+    """A counting throttle keyed on the client address as config.security reads it."""
 
     def get_ident(self, request) -> str:
         return client_ip(request)

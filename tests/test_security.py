@@ -351,3 +351,46 @@ def test_status_polls_ask_stripe_at_most_every_few_seconds(stripe_env):
     for _ in range(5):
         assert client.get(f"/api/bookings/{booking.pk}/payment/status/").status_code == 200
     assert len(stripe_env.calls("GET", "/v1/payment_intents/")) == 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_parallel_requests_cannot_slip_past_the_throttle(settings):
+    import threading
+
+    from django.db import connection
+
+    settings.REST_FRAMEWORK = {
+        **settings.REST_FRAMEWORK,
+        "DEFAULT_THROTTLE_RATES": {**settings.REST_FRAMEWORK["DEFAULT_THROTTLE_RATES"], "auth": "10/min"},
+    }
+    barrier, answers = threading.Barrier(30), []
+
+    def guess(n):
+        barrier.wait()
+        try:
+            answers.append(_token(APIClient(), f"nobody{n}", "x").status_code)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=guess, args=(n,)) for n in range(30)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert answers.count(429) == 20
+
+
+def test_a_cache_outage_lets_payment_requests_through_instead_of_500(settings):
+    from rest_framework.test import APIRequestFactory
+
+    from payments.api.throttles import PaymentRateThrottle
+
+    settings.CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": "redis://127.0.0.1:1/0",
+        }
+    }
+    request = APIRequestFactory().post("/api/bookings/1/payment/intent/")
+    request.user = UserFactory()
+    assert PaymentRateThrottle().allow_request(request, None) is True  # nothing answers on port 1
