@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from urllib.parse import urlsplit
+
+from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth import login
 from django.contrib.auth.decorators import login_required
@@ -66,9 +69,25 @@ def booking_pay(request, pk: int):
         "resultUrl": reverse("booking-payment-result", args=[booking.pk]),
         "paymentStatus": payment.status if payment else None,
     }
-    return render(
+    response = render(
         request, "bookings/checkout.html", {"booking": booking, "config": config, **_amounts(booking)}
     )
+    response._csp_update = _stripe_js_policy()  # read by django-csp's middleware
+    return response
+
+
+def _stripe_js_policy() -> dict[str, list[str]]:
+    """What Stripe.js needs on top of the site's policy (Stripe's security guide, "Content
+    Security Policy"); with the emulator's stand-in, its own origin instead."""
+    parts = urlsplit(settings.STRIPE_JS_URL)
+    origin = f"{parts.scheme}://{parts.netloc}"
+    if parts.hostname == "js.stripe.com":
+        return {
+            "script-src": ["https://js.stripe.com", "https://*.js.stripe.com"],
+            "frame-src": ["https://js.stripe.com", "https://*.js.stripe.com", "https://hooks.stripe.com"],
+            "connect-src": ["https://api.stripe.com"],
+        }
+    return {"script-src": [origin], "connect-src": [origin]}
 
 
 @login_required

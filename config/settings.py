@@ -4,6 +4,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import dj_database_url
+from csp.constants import NONCE, NONE, SELF
 from decouple import Csv
 from django.core.exceptions import ImproperlyConfigured
 
@@ -41,6 +42,7 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "csp.middleware.CSPMiddleware",
     # Last, as django-axes asks: answers a locked-out login (site, admin and API token).
     "axes.middleware.AxesMiddleware",
 ]
@@ -175,8 +177,31 @@ LOGGING = {
     "loggers": {"stripe": {"level": "WARNING"}},
 }
 
-SESSION_COOKIE_SECURE = env("SESSION_COOKIE_SECURE", default=False, cast=bool)
+# HTTPS outside DEBUG unless told otherwise: secure cookies, redirects, HSTS.
+SESSION_COOKIE_SECURE = env("SESSION_COOKIE_SECURE", default=not DEBUG, cast=bool)
 CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
+SECURE_SSL_REDIRECT = env("SECURE_SSL_REDIRECT", default=not DEBUG, cast=bool)
+SECURE_HSTS_SECONDS = env("SECURE_HSTS_SECONDS", default=0 if DEBUG else 31536000, cast=int)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env("SECURE_HSTS_INCLUDE_SUBDOMAINS", default=False, cast=bool)
+SECURE_HSTS_PRELOAD = env("SECURE_HSTS_PRELOAD", default=False, cast=bool)
+# Behind a TLS-terminating proxy: the header it sets, e.g. "HTTP_X_FORWARDED_PROTO,https".
+SECURE_PROXY_SSL_HEADER = tuple(env("SECURE_PROXY_SSL_HEADER", default="", cast=Csv())) or None
+# A Content-Security-Policy on every page: scripts only from this site (inline ones with the
+# request's nonce); the checkout page adds Stripe.js's origin (bookings.views).
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": [SELF],
+        "script-src": [SELF, NONCE],
+        "style-src": [SELF, "'unsafe-inline'"],
+        "img-src": [SELF, "data:"],
+        "connect-src": [SELF],
+        "frame-src": [NONE],
+        "form-action": [SELF],
+        "frame-ancestors": [NONE],
+        "base-uri": [SELF],
+        "object-src": [NONE],
+    }
+}
 
 # Celery: Redis broker, JSON only. Tasks are idempotent, so they are acknowledged late
 # and requeued if a worker dies; every countdown stays below the visibility timeout.

@@ -12,6 +12,10 @@ if DATABASES["default"]["ENGINE"] != "django.db.backends.postgresql":
     raise RuntimeError("The tests run on PostgreSQL: set DATABASE_URL to a postgres:// URL.")
 
 DEBUG = False
+# The suite and its browser talk plain HTTP to the test servers.
+SECURE_SSL_REDIRECT = False
+SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = False
+SECURE_HSTS_SECONDS = 0
 SECRET_KEY = "test-only-signing-key-that-is-long-enough-for-hs256"
 INSTALLED_APPS = [*INSTALLED_APPS, "tests.payable_app"]
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]

@@ -1,5 +1,7 @@
 """The project's URL map."""
 
+from csp.constants import SELF
+from csp.decorators import csp_replace
 from django.contrib import admin
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
@@ -14,6 +16,14 @@ from config.security import (
 from payments.api.views import HealthView
 
 LOGIN_THROTTLES = [LoginAddressThrottle, LoginAccountThrottle]
+# Swagger UI comes from a CDN with an inline start-up script.
+SWAGGER_POLICY = csp_replace(
+    {
+        "script-src": [SELF, "'unsafe-inline'", "https://cdn.jsdelivr.net"],
+        "style-src": [SELF, "'unsafe-inline'", "https://cdn.jsdelivr.net"],
+        "img-src": [SELF, "data:", "https://cdn.jsdelivr.net"],
+    }
+)
 
 urlpatterns = [
     path("admin/", admin.site.urls),
@@ -31,7 +41,7 @@ urlpatterns = [
     path("api/", include("payments.api.urls")),
     path("api/", include("payments.urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
-    path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
+    path("api/docs/", SWAGGER_POLICY(SpectacularSwaggerView.as_view(url_name="schema")), name="api-docs"),
     path("health/", HealthView.as_view(), name="health"),
     path("", include("bookings.urls")),
 ]

@@ -394,3 +394,54 @@ def test_a_cache_outage_lets_payment_requests_through_instead_of_500(settings):
     request = APIRequestFactory().post("/api/bookings/1/payment/intent/")
     request.user = UserFactory()
     assert PaymentRateThrottle().allow_request(request, None) is True  # nothing answers on port 1
+
+
+# Headers ---------------------------------------------------------------------------------------------
+
+
+def test_every_page_has_a_content_security_policy(client):
+    policy = client.get("/").headers["Content-Security-Policy"]
+    assert (
+        "script-src 'self'" in policy and "unsafe-inline" not in policy.split("script-src")[1].split(";")[0]
+    )
+    assert "frame-ancestors 'none'" in policy
+
+
+def test_the_checkout_page_allows_stripe_js_and_its_inline_script_by_nonce(client, settings):
+    from tests.factories import BookingFactory
+
+    settings.STRIPE_JS_URL = "https://js.stripe.com/v3/"
+    booking = BookingFactory()
+    client.force_login(booking.user)
+    page = client.get(f"/bookings/{booking.pk}/pay/")
+    policy = page.headers["Content-Security-Policy"]
+    assert "https://js.stripe.com" in policy and "https://api.stripe.com" in policy
+    nonce = policy.split("'nonce-", 1)[1].split("'", 1)[0]
+    assert f'<script nonce="{nonce}">' in page.content.decode()
+
+
+def test_deploy_checks_pass_with_production_settings():
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SECRET_KEY", "STRIPE_", "DEBUG"))}
+    env.update(
+        DJANGO_SETTINGS_MODULE="config.settings",
+        DEBUG="False",
+        SECRET_KEY="s9#Kq2!vLm7@Xw4$Rt8^Bz1&Hn6*Pd3(Jc5)Fy0_Ge-Ua+Ti=Oe",
+        STRIPE_SECRET_KEY="sk_live_x",
+        STRIPE_WEBHOOK_SECRET="whsec_x",
+        ALLOWED_HOSTS="bookings.example.com",
+        SECURE_HSTS_INCLUDE_SUBDOMAINS="True",
+        SECURE_HSTS_PRELOAD="True",
+    )
+    done = subprocess.run(
+        [sys.executable, "manage.py", "check", "--deploy", "--fail-level", "WARNING"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
