@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from django.conf import settings
-from rest_framework.exceptions import APIException, ParseError
+from rest_framework.exceptions import APIException, ParseError, ValidationError
 from rest_framework.pagination import LimitOffsetPagination
 from rest_framework.parsers import JSONParser
 
@@ -26,9 +26,30 @@ class BoundedJSONParser(JSONParser):
         if limit is not None and str(length or "0").isdigit() and int(length or 0) > limit:
             raise RequestTooLarge()
         try:
-            return super().parse(stream, media_type, parser_context)
+            data = super().parse(stream, media_type, parser_context)
         except RecursionError:
             raise ParseError("JSON parse error - the body is nested too deeply.") from None
+        if not _storable(data):
+            raise ParseError(
+                "JSON parse error - the body holds characters that cannot be text (NUL, lone surrogates)."
+            )
+        return data
+
+
+def _storable(value) -> bool:
+    """No NUL and no lone surrogate in any key or string: PostgreSQL stores neither (a 500 later)."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            if "\x00" in item or (not item.isascii() and any(0xD800 <= ord(c) <= 0xDFFF for c in item)):
+                return False
+        elif isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return True
 
 
 class BoundedLimitOffsetPagination(LimitOffsetPagination):
@@ -38,5 +59,17 @@ class BoundedLimitOffsetPagination(LimitOffsetPagination):
     # Far beyond any real list, well inside PostgreSQL's bigint.
     max_offset = 10**9
 
+    def get_limit(self, request) -> int | None:
+        _require_whole_number(request, self.limit_query_param)
+        return super().get_limit(request)
+
     def get_offset(self, request) -> int:
+        _require_whole_number(request, self.offset_query_param)
         return min(super().get_offset(request), self.max_offset)
+
+
+def _require_whole_number(request, name: str) -> None:
+    """A 400 for ?limit=abc or ?offset=-1, which REST framework would quietly ignore."""
+    value = request.query_params.get(name)
+    if value is not None and not (value.isascii() and value.isdigit()):
+        raise ValidationError({name: "A whole number of 0 or more."})

@@ -254,11 +254,8 @@ REST_FRAMEWORK = {
     "DEFAULT_SCHEMA_CLASS": "payments.api.schema.ErrorEnvelopeAutoSchema",
     "EXCEPTION_HANDLER": "payments.api.errors.exception_handler",
     "DEFAULT_PAGINATION_CLASS": "config.api.BoundedLimitOffsetPagination",
-    "DEFAULT_PARSER_CLASSES": [
-        "config.api.BoundedJSONParser",
-        "rest_framework.parsers.FormParser",
-        "rest_framework.parsers.MultiPartParser",
-    ],
+    # The API speaks JSON only (a form body is a 415): no form-encoded guesses about empty values.
+    "DEFAULT_PARSER_CLASSES": ["config.api.BoundedJSONParser"],
     "PAGE_SIZE": 50,
     "DEFAULT_THROTTLE_RATES": {
         "payments": env("THROTTLE_PAYMENTS", default="30/min"),

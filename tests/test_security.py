@@ -445,3 +445,23 @@ def test_deploy_checks_pass_with_production_settings():
         check=False,
     )
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+@pytest.mark.parametrize("username", ["a\u0000b", "\ud800x"])
+def test_characters_postgresql_cannot_store_are_a_400(client, username):
+    import json
+
+    body = json.dumps({"username": username, "password": "x"})
+    response = client.post("/api/auth/token/", data=body, content_type="application/json")
+    assert response.status_code == 400 and response.json()["error"]["code"] == "parse_error"
+
+
+def test_the_api_takes_json_only(client):
+    response = client.post("/api/auth/token/", {"username": "a", "password": "b"})  # a form body
+    assert response.status_code == 415
+
+
+@pytest.mark.parametrize("query", ["limit=abc", "offset=-1", "limit=1.5"])
+def test_malformed_page_parameters_are_a_400(client, query):
+    response = client.get(f"/api/events/?{query}")
+    assert response.status_code == 400 and response.json()["error"]["param"] in ("limit", "offset")

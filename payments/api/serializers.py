@@ -28,6 +28,15 @@ class MajorUnitAmountField(serializers.Field):
         return str(value)
 
 
+class JSONBooleanField(serializers.BooleanField):
+    """true or false, as JSON writes them; "0", "yes" or 1 are not what the schema promises."""
+
+    def to_internal_value(self, data):
+        if not isinstance(data, bool):
+            self.fail("invalid", input=data)
+        return data
+
+
 def _payment_method_id(value: str) -> None:
     if value and not value.startswith(("pm_", "card_", "src_")):
         raise serializers.ValidationError("This is not a payment method id (pm_...).")
@@ -109,8 +118,8 @@ class IntentRequestSerializer(serializers.Serializer):
     payment_method_id = serializers.CharField(
         required=False, allow_blank=True, max_length=255, validators=[_payment_method_id]
     )
-    confirm_immediately = serializers.BooleanField(required=False, default=False)
-    save_payment_method = serializers.BooleanField(required=False, default=False)
+    confirm_immediately = JSONBooleanField(required=False, default=False)
+    save_payment_method = JSONBooleanField(required=False, default=False)
 
     def validate(self, attrs):
         if attrs.get("confirm_immediately") and not attrs.get("payment_method_id"):
