@@ -317,10 +317,14 @@ def payment_start(
         intent = gateway.retrieve_intent(payment.stripe_payment_intent_id)
     else:
         customer = customer_get_or_create(user=terms.owner)
+        # The card is part of the key: after Stripe refuses one, another card is a new request
+        # (never the refused one's key with other parameters); the same card clicked twice
+        # replays. A second intent made this way is never confirmed: the first one stored is.
+        card_part = f":{payment_method_id}" if payment_method_id else ""
         intent = gateway.create_intent(
             amount=payment.total,
             currency=payment.currency,
-            idempotency_key=f"{payment.idempotency_key}:create",
+            idempotency_key=f"{payment.idempotency_key}:create{card_part}",
             metadata=_payment_metadata(payment),
             description=payment.description,
             customer_id=customer.stripe_customer_id,

@@ -53,7 +53,7 @@ def test_every_write_carries_a_derived_idempotency_key(stripe_env):
     customer = Customer.objects.get(user=booking.user)
     assert {c.idempotency_key for c in writes} == {
         f"customer:{customer.uid}",
-        f"{key}:create",
+        f"{key}:create:{writes[1].params['payment_method']}",
         f"{key}:confirm:1",
     }
 
