@@ -20,7 +20,7 @@ from payments.exceptions import IllegalTransition, ProviderError
 from payments.models import Payment
 from payments.policy import refund_allowed
 from payments.services import PaymentResult, PaymentTerms
-from payments.states import PAID_STATUSES, REFUNDABLE_STATUSES
+from payments.states import REFUNDABLE_STATUSES
 
 logger = logging.getLogger(__name__)
 
@@ -240,7 +240,7 @@ def booking_cancel_by_owner(*, booking_id: int, user) -> Booking:
     payments = Payment.objects.for_payable(booking)
     for unpaid in payments.unpaid():
         payment_services.payment_cancel(payment=unpaid)
-    paid = payments.filter(status__in=REFUNDABLE_STATUSES).first()
+    paid = payments.sales().filter(status__in=REFUNDABLE_STATUSES).first()
     if paid is not None:
         allowed, limit = refund_allowed(user=user, payment=paid, starts_at=booking.event.starts_at)
         if not allowed or limit <= 0:
@@ -262,7 +262,7 @@ def booking_expire_due() -> dict[str, int]:
     outcome = {"expired": 0, "skipped": 0}
     due = Booking.objects.filter(status=Booking.Status.PENDING, expires_at__lte=timezone.now()).order_by("pk")
     for booking in due[:500]:
-        if Payment.objects.for_payable(booking).filter(status__in=PAID_STATUSES).exists():
+        if Payment.objects.for_payable(booking).sales().exists():
             # Paid just now: the success signal confirms it; never release paid seats.
             outcome["skipped"] += 1
             continue

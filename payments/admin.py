@@ -137,6 +137,7 @@ class PaymentAdmin(ReadOnlyAdmin):
     readonly_fields = (
         "refund_button",
         "status",
+        "unwanted_reason",
         "amount",
         "subtotal_display",
         "fee_display",

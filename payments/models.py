@@ -10,7 +10,7 @@ from django.contrib.contenttypes.models import ContentType
 from django.db import IntegrityError, models
 from django.db.models import Q, Sum
 
-from payments.states import OPEN_STATUSES, PaymentStatus, RefundStatus
+from payments.states import OPEN_STATUSES, PAID_STATUSES, PaymentStatus, RefundStatus
 
 
 class Installation(models.Model):
@@ -66,6 +66,10 @@ class PaymentQuerySet(models.QuerySet):
     def open(self) -> PaymentQuerySet:
         return self.filter(status__in=OPEN_STATUSES)
 
+    def sales(self) -> PaymentQuerySet:
+        """Paid attempts that count as the payable's payment (not money refunded as unwanted)."""
+        return self.filter(status__in=PAID_STATUSES, unwanted_reason="")
+
     def unpaid(self) -> PaymentQuerySet:
         """Attempts that could still take money: open ones, and failed ones (a failed intent or an
         open Checkout Session can still be paid) until they are canceled."""
@@ -106,6 +110,9 @@ class Payment(models.Model):
     last_error_decline_code = models.CharField(max_length=64, blank=True)
     last_error_message = models.CharField(max_length=500, blank=True)
 
+    # Why money that arrived is not a sale (refunded in full at once): "paid_after_cancel" for an
+    # attempt canceled while its payer was paying, "duplicate" when another attempt already paid.
+    unwanted_reason = models.CharField(max_length=32, blank=True)
     save_payment_method = models.BooleanField(default=False)
     # Counts confirmations so that each one gets its own idempotency key: a card that
     # failed 3-D Secure may be confirmed again, and must not get the old answer replayed.
@@ -141,6 +148,19 @@ class Payment(models.Model):
                 fields=["stripe_payment_intent_id"],
                 condition=~Q(stripe_payment_intent_id=""),
                 name="payment_intent_unique",
+            ),
+            # A payable has at most one sale: the backstop behind the payable's lock.
+            models.UniqueConstraint(
+                fields=["content_type", "object_id"],
+                condition=Q(
+                    status__in=[
+                        PaymentStatus.SUCCEEDED,
+                        PaymentStatus.PARTIALLY_REFUNDED,
+                        PaymentStatus.DISPUTED,
+                    ],
+                    unwanted_reason="",
+                ),
+                name="payment_one_sale",
             ),
             # A payable has at most one open attempt: the backstop behind the row lock.
             models.UniqueConstraint(

@@ -156,16 +156,19 @@ def _set_status(payment: Payment, target: str, *, reason: str = "") -> None:
     """Move a locked payment to `target`, or raise IllegalTransition and change nothing."""
     previous = payment.status
     check_transition(previous, target)
+    unwanted = ""
+    if target == PaymentStatus.SUCCEEDED and previous != PaymentStatus.DISPUTED:
+        _lock_payable_of(payment)
+        unwanted = _unwanted_payment_reason(payment, previous)
     payment.status = target
+    payment.unwanted_reason = unwanted or payment.unwanted_reason
     if target == PaymentStatus.SUCCEEDED and payment.succeeded_at is None:
         payment.succeeded_at = timezone.now()
     payment.save()
     logger.info("payment status changed", extra=_log_extra(payment, previous=previous, status=target))
-    if target == PaymentStatus.SUCCEEDED and previous != PaymentStatus.DISPUTED:
-        unwanted = _unwanted_payment_reason(payment, previous)
-        if unwanted:
-            _refund_unwanted_payment(payment, reason=unwanted)
-            return
+    if unwanted:
+        _refund_unwanted_payment(payment, reason=unwanted)
+        return
     signal = _STATUS_SIGNALS.get(target)
     # A won dispute returns a payment to succeeded: that is not a new success.
     if signal and not (target == PaymentStatus.SUCCEEDED and previous == PaymentStatus.DISPUTED):
@@ -178,7 +181,7 @@ def _unwanted_payment_reason(payment: Payment, previous: str) -> str:
     if previous == PaymentStatus.CANCELED:
         return PAID_AFTER_CANCEL_REASON
     others = Payment.objects.filter(content_type_id=payment.content_type_id, object_id=payment.object_id)
-    if others.exclude(pk=payment.pk).filter(status__in=PAID_STATUSES).exists():
+    if others.exclude(pk=payment.pk).sales().exists():
         return "duplicate"
     return ""
 
@@ -264,17 +267,29 @@ def setup_intent_create(*, user) -> SetupIntentInfo:
 
 
 def _lock_payable(payable: models.Model) -> None:
-    """Serialise payment starts for one payable on the payable's own row."""
+    """Serialise payment starts and successes for one payable on the payable's own row."""
     type(payable)._default_manager.select_for_update().filter(pk=payable.pk).values_list("pk").get()
+
+
+def _lock_payable_of(payment: Payment) -> None:
+    """The same lock, taken by a success: after the payment's own row (a start never waits for a
+    payment row while holding this one, so the order cannot deadlock)."""
+    model = payment.content_type.model_class()
+    if model is not None:
+        model._default_manager.select_for_update().filter(pk=payment.object_id).values_list("pk").first()
 
 
 @transaction.atomic
 def _open_attempt(terms: PaymentTerms, *, save_payment_method: bool = False) -> Payment:
-    """The payable's open attempt, or a new one; refuses what is already paid."""
+    """The payable's open attempt, or a new one; refuses what is already paid.
+
+    Under the payable's lock, which every success also takes: "already paid?" and "make a new
+    attempt" cannot interleave with a success being applied. Payment rows are read, not locked.
+    """
     payable = terms.payable
     _lock_payable(payable)
-    payments = Payment.objects.for_payable(payable).select_for_update(of=("self",))
-    if payments.filter(status__in=PAID_STATUSES).exists():
+    payments = Payment.objects.for_payable(payable)
+    if payments.sales().exists():
         raise IllegalTransition("This has already been paid.", code="already_paid")
     existing = payments.filter(status__in=OPEN_STATUSES).first()
     if existing is not None:
