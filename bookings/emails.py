@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import smtplib
 from dataclasses import dataclass
+from datetime import timedelta
 
 from django.conf import settings
 from django.core.mail import EmailMultiAlternatives
@@ -20,9 +21,11 @@ from django.db import transaction
 from django.template.loader import render_to_string
 from django.utils import timezone
 
+from bookings.conf import booking_setting
 from bookings.models import Booking, EmailLog
 from payments import money
 from payments.models import Payment, Refund
+from payments.queue import enqueue
 
 logger = logging.getLogger(__name__)
 
@@ -95,6 +98,36 @@ def compose(booking: Booking, kind: str) -> Email:
             context,
         )
     raise ValueError(f"Unknown email kind {kind!r}")
+
+
+def email_queue(*, booking: Booking, kind: str) -> None:
+    """Record that the booking's email of `kind` must go out (a pending log row, in the caller's
+    transaction) and enqueue its sending once that commits. The row is what counts: should the
+    enqueue be lost (Redis down, a crash), the sweep sends what is still pending."""
+    from bookings.tasks import send_booking_email
+
+    recipient = compose(booking, kind).recipient
+    status = EmailLog.Status.PENDING if recipient else EmailLog.Status.FAILED
+    log, _created = EmailLog.objects.get_or_create(
+        booking=booking, kind=kind, defaults={"recipient": recipient or "", "status": status}
+    )
+    if log.status == EmailLog.Status.PENDING:
+        enqueue(send_booking_email, booking.pk, kind)
+
+
+def emails_sweep(*, older_than: timedelta) -> int:
+    """Enqueue again the emails still pending after `older_than` (their task was lost); returns how
+    many. Sending twice is harmless: a row is claimed before its email goes out."""
+    from bookings.tasks import send_booking_email
+
+    stale = EmailLog.objects.filter(
+        status=EmailLog.Status.PENDING,
+        updated_at__lt=timezone.now() - older_than,
+        attempts__lt=booking_setting("EMAIL_MAX_ATTEMPTS"),
+    ).values_list("booking_id", "kind")[:500]
+    for booking_id, kind in stale:
+        enqueue(send_booking_email, booking_id, kind)
+    return len(stale)
 
 
 def _claim(booking_id: int, kind: str, recipient: str) -> EmailLog | None:

@@ -7,9 +7,10 @@ import logging
 from django.dispatch import receiver
 
 from bookings import services
+from bookings.emails import email_queue
 from bookings.exceptions import BookingError
 from bookings.models import Booking
-from bookings.tasks import refund_unseated_payment, send_booking_email
+from bookings.tasks import refund_unseated_payment
 from payments.queue import enqueue
 from payments.signals import (
     payment_canceled,
@@ -44,8 +45,6 @@ def confirm_on_payment(sender, payment, **kwargs) -> None:
         )
         enqueue(refund_unseated_payment, payment.pk)
         return
-    enqueue(send_booking_email, booking_id, "confirmed")
-    enqueue(send_booking_email, booking_id, "host_confirmed")
 
 
 @receiver(payment_refunded, dispatch_uid="bookings.cancel_on_full_refund")
@@ -56,14 +55,14 @@ def cancel_on_full_refund(sender, payment, refund=None, fully_refunded: bool = F
     if fully_refunded:
         services.booking_cancel(booking_id=booking_id)
     if refund is not None:
-        enqueue(send_booking_email, booking_id, f"refund:{refund.pk}")
+        email_queue(booking=Booking.objects.get(pk=booking_id), kind=f"refund:{refund.pk}")
 
 
 @receiver(payment_failed, dispatch_uid="bookings.email_on_failure")
 def email_on_failure(sender, payment, **kwargs) -> None:
     booking_id = _booking_id(payment)
     if booking_id is not None:
-        enqueue(send_booking_email, booking_id, f"payment_failed:{payment.pk}")
+        email_queue(booking=Booking.objects.get(pk=booking_id), kind=f"payment_failed:{payment.pk}")
 
 
 @receiver(payment_canceled, dispatch_uid="bookings.release_on_expired_checkout")

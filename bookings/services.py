@@ -11,6 +11,7 @@ from django.db import transaction
 from django.db.models import Count, Sum
 from django.utils import timezone
 
+from bookings import emails
 from bookings.conf import booking_setting
 from bookings.exceptions import BookingError, SoldOut
 from bookings.models import Booking, Event
@@ -133,6 +134,9 @@ def booking_confirm(*, booking_id: int) -> Booking:
     booking.confirmed_at = timezone.now()
     booking.expires_at = None
     booking.save(update_fields=["status", "confirmed_at", "expires_at", "updated_at"])
+    # The emails are recorded with the confirmation itself (an outbox): a lost enqueue is swept.
+    emails.email_queue(booking=booking, kind="confirmed")
+    emails.email_queue(booking=booking, kind="host_confirmed")
     logger.info("booking confirmed", extra={"booking_id": booking.pk})
     return booking
 

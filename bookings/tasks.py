@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 from celery import shared_task
 
 from bookings.conf import booking_setting
@@ -21,6 +23,14 @@ def send_booking_email(self, booking_id: int, kind: str) -> str:
             emails.email_give_up(booking_id=booking_id, kind=kind, error=str(exc))
             return "failed"
         raise self.retry(countdown=backoff(attempt, base=booking_setting("EMAIL_RETRY_DELAY"))) from None
+
+
+@shared_task(acks_late=True)
+def sweep_pending_emails() -> int:
+    """Send the booking emails whose task was lost (scheduled by beat every minute)."""
+    from bookings import emails
+
+    return emails.emails_sweep(older_than=timedelta(minutes=2))
 
 
 @shared_task(acks_late=True)

@@ -215,12 +215,14 @@ CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_TIME_LIMIT = env("CELERY_TASK_TIME_LIMIT", default=120, cast=int)
 CELERY_TASK_SOFT_TIME_LIMIT = env("CELERY_TASK_SOFT_TIME_LIMIT", default=100, cast=int)
-CELERY_BROKER_VISIBILITY_TIMEOUT = env("CELERY_BROKER_VISIBILITY_TIMEOUT", default=3600, cast=int)
+# A task a killed worker held comes back after this many seconds: minutes, not an hour. Every
+# task's time limit and every retry countdown stay below it (tested).
+CELERY_BROKER_VISIBILITY_TIMEOUT = env("CELERY_BROKER_VISIBILITY_TIMEOUT", default=300, cast=int)
 CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": CELERY_BROKER_VISIBILITY_TIMEOUT}
 CELERY_BROKER_CONNECTION_TIMEOUT = 3
 CELERY_TASK_PUBLISH_RETRY_POLICY = {"max_retries": 2, "interval_start": 0.1, "interval_step": 0.5}
 # Longest delay before a retried task runs again; kept well below the visibility timeout.
-CELERY_MAX_RETRY_COUNTDOWN = env("CELERY_MAX_RETRY_COUNTDOWN", default=900, cast=int)
+CELERY_MAX_RETRY_COUNTDOWN = env("CELERY_MAX_RETRY_COUNTDOWN", default=240, cast=int)
 # Without a reachable broker (development only), run tasks in-process after commit.
 CELERY_RUN_INLINE_WITHOUT_BROKER = env("CELERY_RUN_INLINE_WITHOUT_BROKER", default=DEBUG, cast=bool)
 # Run every task in the web process after commit (the local stack sets it when Redis is absent).
@@ -228,7 +230,9 @@ CELERY_TASK_ALWAYS_EAGER = env("CELERY_TASK_ALWAYS_EAGER", default=False, cast=b
 CELERY_BEAT_SCHEDULE = {
     "expire-booking-holds": {"task": "bookings.tasks.expire_booking_holds", "schedule": 60.0},
     "expire-stale-payments": {"task": "payments.tasks.expire_stale_payments", "schedule": 600.0},
-    "sweep-webhook-events": {"task": "payments.tasks.sweep_webhook_events", "schedule": 300.0},
+    "sweep-webhook-events": {"task": "payments.tasks.sweep_webhook_events", "schedule": 60.0},
+    "sweep-pending-refunds": {"task": "payments.tasks.sweep_pending_refunds", "schedule": 60.0},
+    "sweep-pending-emails": {"task": "bookings.tasks.sweep_pending_emails", "schedule": 60.0},
     "reconcile-payments": {"task": "payments.tasks.reconcile_payments", "schedule": 3600.0},
 }
 

@@ -12,6 +12,7 @@ from payments.conf import payments_settings
 from payments.exceptions import ProviderError
 from payments.models import Refund, WebhookEvent
 from payments.queue import backoff, enqueue
+from payments.states import RefundStatus
 
 logger = logging.getLogger(__name__)
 
@@ -70,6 +71,20 @@ def sweep_webhook_events() -> dict:
     if failed:
         logger.error("webhook events failed for good: replay them", extra={"failed": failed})
     return {"requeued": len(stale), "failed": failed}
+
+
+@shared_task(acks_late=True)
+def sweep_pending_refunds() -> int:
+    """Submit again the refunds Stripe has not heard of after two minutes (their task was lost
+    with a broker outage or a killed worker); scheduled by beat every minute."""
+    stale = Refund.objects.filter(
+        status=RefundStatus.PENDING,
+        stripe_refund_id="",
+        updated_at__lt=timezone.now() - timedelta(minutes=2),
+    ).values_list("pk", flat=True)[:500]
+    for refund_id in stale:
+        enqueue(retry_refund, refund_id)
+    return len(stale)
 
 
 @shared_task(acks_late=True)

@@ -22,6 +22,17 @@ def test_emulator_webhook_confirms_the_booking(stripe_env, live_server, celery_w
             lambda: Booking.objects.get(pk=booking.pk).status == Booking.Status.CONFIRMED,
             message="the booking to be confirmed by the processed webhook",
         )
+        # charge.succeeded may confirm it first (Stripe sends both): each is processed once.
+        events = WebhookEvent.objects.filter(payload__data__object__payment_intent=started.intent.id)
+        wait_for(
+            lambda: WebhookEvent.objects.filter(
+                type="payment_intent.succeeded",
+                payload__data__object__id=started.intent.id,
+                status="processed",
+            ).exists()
+            and not events.exclude(status="processed").exists(),
+            message="every event about the payment to be processed",
+        )
     event = WebhookEvent.objects.get(
         type="payment_intent.succeeded", payload__data__object__id=started.intent.id
     )
