@@ -45,6 +45,8 @@ MIDDLEWARE = [
     "csp.middleware.CSPMiddleware",
     # Last, as django-axes asks: answers a locked-out login (site, admin and API token).
     "axes.middleware.AxesMiddleware",
+    # Stripe calls inside one request fit PAYMENTS["REQUEST_BUDGET"] (25 s; gunicorn's timeout: 30 s).
+    "payments.middleware.ProviderBudgetMiddleware",
 ]
 
 ROOT_URLCONF = "config.urls"

@@ -22,6 +22,9 @@ DEFAULTS: dict[str, Any] = {
     "RETRY_DELAY": 1.0,
     "RETRY_MAX_DELAY": 8.0,
     "TIMEOUT": 20.0,
+    # Seconds the provider calls of one web request may take in all, retries included, with
+    # payments.middleware.ProviderBudgetMiddleware (keep it below the WSGI server's timeout).
+    "REQUEST_BUDGET": 25.0,
     # Money.
     "CURRENCY": "usd",
     "FEE_RATE": Decimal("0.03"),

@@ -126,3 +126,22 @@ def test_ten_concurrent_starts_make_one_intent(stripe_env):
     assert len(secrets) == 10 and len(set(secrets)) == 1
     assert len(_intents(stripe_env)) == 1
     assert Payment.objects.filter(object_id=str(booking.pk)).count() == 1
+
+
+def test_calls_inside_a_request_fit_its_budget(stripe_env, settings):
+    """A stalled Stripe: the request answers 503 within its budget instead of 4 × the timeout."""
+    import time
+
+    from rest_framework.test import APIClient
+
+    settings.PAYMENTS = {**settings.PAYMENTS, "TIMEOUT": 2.0, "REQUEST_BUDGET": 1.5}
+    booking = BookingFactory()
+    client = APIClient()
+    client.force_authenticate(booking.user)
+    stripe_env.slow_after_forward("POST", "/v1/customers", delay=3, times=10)
+    started = time.monotonic()
+    response = client.post(f"/api/bookings/{booking.pk}/payment/intent/", {}, format="json")
+    elapsed = time.monotonic() - started
+    assert response.status_code == 503
+    assert elapsed < 2.5, f"the request took {elapsed:.1f}s with a 1.5s budget"
+    assert len(stripe_env.calls("POST", "/v1/customers")) == 1  # no retry that could not finish

@@ -34,6 +34,7 @@ from payments.gateway.base import (
     RefundInfo,
     SetupIntentInfo,
 )
+from payments.gateway.budget import budget_remaining
 from payments.states import PaymentStatus, RefundStatus
 
 logger = logging.getLogger(__name__)
@@ -59,10 +60,32 @@ class BackoffHTTPClient(stripe.RequestsClient):
     `ProviderUnavailable` so the caller (a Celery task, a client) retries later.
     """
 
+    # Below this much time left, no call is started: it could not finish.
+    MIN_CALL_SECONDS = 1.0
+
     def __init__(self, *, timeout: float, initial_delay: float, max_delay: float) -> None:
         super().__init__(timeout=timeout)
         self._initial_delay = initial_delay
         self._max_delay = max_delay
+
+    # The SDK reads self._timeout for each attempt: inside a request's budget it is what is left.
+    @property
+    def _timeout(self) -> float:
+        remaining = budget_remaining()
+        if remaining is None:
+            return self._base_timeout
+        return max(min(self._base_timeout, remaining), 0.1)
+
+    @_timeout.setter
+    def _timeout(self, value: float) -> None:
+        self._base_timeout = value
+
+    def _should_retry(self, response, api_connection_error, num_retries, max_network_retries) -> bool:
+        if not super()._should_retry(response, api_connection_error, num_retries, max_network_retries):
+            return False
+        remaining = budget_remaining()
+        longest_sleep = min(self._initial_delay * (2**num_retries), self._max_delay)
+        return remaining is None or remaining > longest_sleep + self.MIN_CALL_SECONDS
 
     def _sleep_time_seconds(self, num_retries: int) -> float:
         delay = min(self._initial_delay * (2 ** (num_retries - 1)), self._max_delay)
