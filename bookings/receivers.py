@@ -52,7 +52,9 @@ def cancel_on_full_refund(sender, payment, refund=None, fully_refunded: bool = F
     booking_id = _booking_id(payment)
     if booking_id is None:
         return
-    if fully_refunded:
+    # Money refunded because it was never the booking's payment (a duplicate, a late one) leaves
+    # the booking as its real payment made it.
+    if fully_refunded and not payment.unwanted_reason:
         services.booking_cancel(booking_id=booking_id)
     if refund is not None:
         email_queue(booking=Booking.objects.get(pk=booking_id), kind=f"refund:{refund.pk}")

@@ -30,7 +30,8 @@ def sweep_pending_emails() -> int:
     """Send the booking emails whose task was lost (scheduled by beat every minute)."""
     from bookings import emails
 
-    return emails.emails_sweep(older_than=timedelta(minutes=2))
+    # Longer than a retry's longest wait plus a task's time limit: no second chain for a retry.
+    return emails.emails_sweep(older_than=timedelta(minutes=6))
 
 
 @shared_task(acks_late=True)

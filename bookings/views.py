@@ -72,7 +72,12 @@ def booking_pay(request, pk: int):
     response = render(
         request, "bookings/checkout.html", {"booking": booking, "config": config, **_amounts(booking)}
     )
-    response._csp_update = _stripe_js_policy()  # read by django-csp's middleware
+    # Read by django-csp's middleware: frames replace the site's "none", the rest adds to it.
+    policy = _stripe_js_policy()
+    frames = policy.pop("frame-src", None)
+    response._csp_update = policy
+    if frames:
+        response._csp_replace = {"frame-src": frames}
     return response
 
 

@@ -14,6 +14,12 @@ app.autodiscover_tasks()
 
 @worker_init.connect
 def _refuse_insecure_production(**kwargs) -> None:
+    from django.core.exceptions import ImproperlyConfigured
+
     from config.production import ensure_production_ready
 
-    ensure_production_ready()
+    try:
+        ensure_production_ready()
+    except ImproperlyConfigured as error:
+        # Celery logs and swallows a receiver's exception; SystemExit stops the worker.
+        raise SystemExit(str(error)) from None

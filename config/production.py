@@ -18,13 +18,17 @@ def production_problems() -> list[str]:
         return []
     problems = []
     key = settings.SECRET_KEY or ""
-    if key in INSECURE_SECRET_KEYS or key.startswith("django-insecure-") or len(key) < MIN_SECRET_KEY_LENGTH:
+    # As Django's own deploy check (security.W009): long, varied, not generated for development.
+    weak = len(key) < MIN_SECRET_KEY_LENGTH or len(set(key)) < 5 or key.startswith("django-insecure-")
+    if key in INSECURE_SECRET_KEYS or weak:
         problems.append(
-            f"SECRET_KEY is missing, a published default or shorter than {MIN_SECRET_KEY_LENGTH} "
+            f"SECRET_KEY is missing, a published default, or not long ({MIN_SECRET_KEY_LENGTH}+) and varied "
             "characters: set SECRET_KEY (or SECRET_KEY_FILE) to a long random value, e.g. the output of "
             "python -c 'from django.core.management.utils import get_random_secret_key as k; print(k())'."
         )
     payments = getattr(settings, "PAYMENTS", {})
+    if "replace_me" in str(payments.get("SECRET_KEY")) + str(payments.get("WEBHOOK_SECRETS")):
+        problems.append("The Stripe keys are .env.example's placeholders: set the real ones.")
     if not payments.get("SECRET_KEY"):
         problems.append("STRIPE_SECRET_KEY is not set: set it to your sk_live_... (or sk_test_...) key.")
     if not payments.get("WEBHOOK_SECRETS"):

@@ -3,6 +3,8 @@ throttles and lockouts, refresh tokens that rotate once and die with a password 
 
 from __future__ import annotations
 
+import ipaddress
+
 from axes.backends import AxesStandaloneBackend
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse, JsonResponse
@@ -27,7 +29,11 @@ def client_ip(request: HttpRequest) -> str:
     if not proxies or not forwarded:
         return remote
     addresses = [part.strip() for part in forwarded.split(",") if part.strip()]
-    return addresses[-min(proxies, len(addresses))] if addresses else remote
+    chosen = addresses[-min(proxies, len(addresses))] if addresses else ""
+    try:
+        return str(ipaddress.ip_address(chosen))
+    except ValueError:  # not an address (a port, a name, garbage): the connection's own
+        return remote
 
 
 class _SettingRateThrottle(CountingRateThrottle):
@@ -59,13 +65,17 @@ class LoginAccountThrottle(_SettingRateThrottle):
         return self.cache_format % {"scope": self.scope, "ident": username[:150]}
 
 
+def _error_response(code: str, message: str, status: int) -> JsonResponse:
+    error = {"code": code, "message": message, "decline_code": None, "param": None}
+    return JsonResponse({"error": error}, status=status)
+
+
 def lockout_response(request: HttpRequest, original_response=None, credentials=None) -> HttpResponse:
     """What django-axes answers once an address or an account has failed too many logins."""
     minutes = int(settings.AXES_COOLOFF_TIME.total_seconds() // 60)
     message = f"Too many failed logins. Try again in {minutes} minutes."
     if request.path.startswith("/api/"):
-        error = {"code": "throttled", "message": message, "decline_code": None, "param": None}
-        return JsonResponse({"error": error}, status=429)
+        return _error_response("throttled", message, 429)
     return render(request, "registration/locked_out.html", {"message": message}, status=429)
 
 
@@ -81,6 +91,10 @@ class TokenObtainView(TokenObtainPairView):
 
         data = request.data if hasattr(request.data, "get") else {}
         credentials = {"username": str(data.get("username") or "")}
+        if len(credentials["username"]) > 150:  # no account has such a name (and it fits no column)
+            return _error_response(
+                "no_active_account", "No active account found with the given credentials.", 401
+            )
         if AxesProxyHandler.is_locked(request._request, credentials):
             return lockout_response(request._request, None, credentials)
         return super().post(request, *args, **kwargs)

@@ -102,7 +102,10 @@ AUTHENTICATION_BACKENDS = [
 # Failed logins (site, admin, API token) per address and per account, behind NUM_PROXIES proxies.
 AXES_FAILURE_LIMIT = env("LOGIN_FAILURE_LIMIT", default=10, cast=int)
 AXES_COOLOFF_TIME = timedelta(minutes=env("LOGIN_LOCKOUT_MINUTES", default=15, cast=int))
-AXES_LOCKOUT_PARAMETERS = ["ip_address", "username"]
+# An address guessing any accounts, or one account from one address; never an account alone
+# (anyone could lock a victim out from many addresses: the per-account throttle slows that).
+AXES_LOCKOUT_PARAMETERS = [["ip_address", "username"], "ip_address"]
+AXES_RESET_COOL_OFF_ON_FAILURE_DURING_LOCKOUT = False
 AXES_CLIENT_IP_CALLABLE = "config.security.client_ip"
 AXES_LOCKOUT_CALLABLE = "config.security.lockout_response"
 AXES_RESET_ON_SUCCESS = True
@@ -183,6 +186,8 @@ LOGGING = {
 SESSION_COOKIE_SECURE = env("SESSION_COOKIE_SECURE", default=not DEBUG, cast=bool)
 CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
 SECURE_SSL_REDIRECT = env("SECURE_SSL_REDIRECT", default=not DEBUG, cast=bool)
+# Load balancers probe the health endpoints over plain HTTP.
+SECURE_REDIRECT_EXEMPT = [r"^health/$", r"^api/webhooks/health/$"]
 SECURE_HSTS_SECONDS = env("SECURE_HSTS_SECONDS", default=0 if DEBUG else 31536000, cast=int)
 SECURE_HSTS_INCLUDE_SUBDOMAINS = env("SECURE_HSTS_INCLUDE_SUBDOMAINS", default=False, cast=bool)
 SECURE_HSTS_PRELOAD = env("SECURE_HSTS_PRELOAD", default=False, cast=bool)
@@ -244,7 +249,13 @@ CACHES = {
         # "locmem://" for a single process without Redis (the local stack's fallback).
         {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}
         if CACHE_URL.startswith("locmem")
-        else {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": CACHE_URL, "TIMEOUT": 300}
+        else {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": CACHE_URL,
+            "TIMEOUT": 300,
+            # A Redis that does not answer fails fast (throttles then let requests through).
+            "OPTIONS": {"socket_connect_timeout": 1, "socket_timeout": 1},
+        }
     )
 }
 

@@ -160,6 +160,9 @@ def _set_status(payment: Payment, target: str, *, reason: str = "") -> None:
     if target == PaymentStatus.SUCCEEDED and previous != PaymentStatus.DISPUTED:
         _lock_payable_of(payment)
         unwanted = _unwanted_payment_reason(payment, previous)
+    elif target in OPEN_STATUSES and previous not in OPEN_STATUSES:
+        # A failed attempt moving again (another card): as a start, under the payable's lock.
+        _lock_payable_of(payment)
     payment.status = target
     payment.unwanted_reason = unwanted or payment.unwanted_reason
     if target == PaymentStatus.SUCCEEDED and payment.succeeded_at is None:

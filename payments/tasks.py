@@ -17,6 +17,11 @@ from payments.states import RefundStatus
 logger = logging.getLogger(__name__)
 
 
+# Longer than a retry's longest wait plus a task's time limit: a refund still waiting for its own
+# scheduled retry is not swept into a second chain.
+SWEEP_AFTER = timedelta(minutes=6)
+
+
 @shared_task(bind=True, acks_late=True, max_retries=None)
 def process_webhook_event(self, event_id: int) -> str:
     """Process a stored webhook event; a failure is retried with backoff up to WEBHOOK_MAX_ATTEMPTS."""
@@ -75,12 +80,12 @@ def sweep_webhook_events() -> dict:
 
 @shared_task(acks_late=True)
 def sweep_pending_refunds() -> int:
-    """Submit again the refunds Stripe has not heard of after two minutes (their task was lost
+    """Submit again the refunds Stripe has not heard of after SWEEP_AFTER (their task was lost
     with a broker outage or a killed worker); scheduled by beat every minute."""
     stale = Refund.objects.filter(
         status=RefundStatus.PENDING,
         stripe_refund_id="",
-        updated_at__lt=timezone.now() - timedelta(minutes=2),
+        updated_at__lt=timezone.now() - SWEEP_AFTER,
     ).values_list("pk", flat=True)[:500]
     for refund_id in stale:
         enqueue(retry_refund, refund_id)

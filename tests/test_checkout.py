@@ -192,7 +192,8 @@ def test_a_second_attempt_that_also_paid_is_refunded_as_a_duplicate(
     first = booking_pay(booking_id=booking.pk, payment_method_id=stripe_env.card())
     # A second attempt, and its intent, for the same booking (an older client, a bug elsewhere).
     Payment.objects.filter(pk=first.payment.pk).update(status=PaymentStatus.FAILED)
-    second = booking_pay(booking_id=booking.pk, payment_method_id=stripe_env.card(), confirm=True)
+    with django_capture_on_commit_callbacks(execute=True):  # the success confirms the booking
+        second = booking_pay(booking_id=booking.pk, payment_method_id=stripe_env.card(), confirm=True)
     assert second.payment.status == PaymentStatus.SUCCEEDED
     paid = stripe_env.api("POST", f"/v1/payment_intents/{first.intent.id}/confirm")
     with django_capture_on_commit_callbacks(execute=True):
@@ -201,9 +202,12 @@ def test_a_second_attempt_that_also_paid_is_refunded_as_a_duplicate(
     assert duplicate.status == PaymentStatus.SUCCEEDED
     refund = duplicate.refunds.get()
     assert (refund.amount, refund.reason) == (duplicate.total, "duplicate")
-    retry_refund.apply(args=(refund.pk,))
+    with django_capture_on_commit_callbacks(execute=True):  # the refund's signal reaches bookings
+        retry_refund.apply(args=(refund.pk,))
     assert Payment.objects.get(pk=first.payment.pk).status == PaymentStatus.REFUNDED
     assert Payment.objects.get(pk=second.payment.pk).status == PaymentStatus.SUCCEEDED
+    # The booking its real payment confirmed stays confirmed.
+    assert Booking.objects.get(pk=booking.pk).status == Booking.Status.CONFIRMED
 
 
 def test_creating_a_session_stripe_made_but_did_not_answer_is_repeated_safely(stripe_env):

@@ -61,6 +61,7 @@ def _start(module: str, **env_overrides):
 
 
 STRIPE_KEYS = {"STRIPE_SECRET_KEY": "sk_test_x", "STRIPE_WEBHOOK_SECRET": "whsec_x"}
+GOOD_KEY = "s9#Kq2!vLm7@Xw4$Rt8^Bz1&Hn6*Pd3(Jc5)Fy0_Ge-Ua+Ti=Oe"
 
 
 def test_production_refuses_to_start_with_the_public_default_key():
@@ -68,21 +69,35 @@ def test_production_refuses_to_start_with_the_public_default_key():
         started = _start(module, DEBUG="False", **STRIPE_KEYS)
         assert started.returncode != 0 and "Refusing to start with DEBUG off" in started.stderr
         assert "set SECRET_KEY" in started.stderr
-    short = _start("config.wsgi", DEBUG="False", SECRET_KEY="short", **STRIPE_KEYS)
-    assert short.returncode != 0 and "SECRET_KEY" in short.stderr
-    no_stripe = _start("config.wsgi", DEBUG="False", SECRET_KEY="k" * 60)
+    for weak in ("short", "k" * 60):
+        refused = _start("config.wsgi", DEBUG="False", SECRET_KEY=weak, **STRIPE_KEYS)
+        assert refused.returncode != 0 and "SECRET_KEY" in refused.stderr
+    placeholders = {"STRIPE_SECRET_KEY": "sk_test_replace_me", "STRIPE_WEBHOOK_SECRET": "whsec_replace_me"}
+    assert _start("config.wsgi", DEBUG="False", SECRET_KEY=GOOD_KEY, **placeholders).returncode != 0
+    no_stripe = _start("config.wsgi", DEBUG="False", SECRET_KEY=GOOD_KEY)
     assert no_stripe.returncode != 0 and "STRIPE_SECRET_KEY" in no_stripe.stderr
 
 
 def test_production_starts_with_its_secrets_and_development_without():
-    assert _start("config.wsgi", DEBUG="False", SECRET_KEY="k" * 60, **STRIPE_KEYS).returncode == 0
+    assert _start("config.wsgi", DEBUG="False", SECRET_KEY=GOOD_KEY, **STRIPE_KEYS).returncode == 0
     assert _start("config.wsgi", DEBUG="True").returncode == 0
 
 
 def test_production_refuses_a_payments_setting_that_fails_its_checks():
     started = _start(
-        "config.wsgi", DEBUG="False", SECRET_KEY="k" * 60, PAYMENTS_FEE_FIXED="usd", **STRIPE_KEYS
+        "config.wsgi", DEBUG="False", SECRET_KEY=GOOD_KEY, PAYMENTS_FEE_FIXED="usd", **STRIPE_KEYS
     )
     assert started.returncode != 0 and "PAYMENTS_FEE_FIXED" in started.stderr
-    old_env = _start("config.wsgi", DEBUG="False", SECRET_KEY="k" * 60, PAYMENTS_FEE_FIXED="0", **STRIPE_KEYS)
+    old_env = _start("config.wsgi", DEBUG="False", SECRET_KEY=GOOD_KEY, PAYMENTS_FEE_FIXED="0", **STRIPE_KEYS)
     assert old_env.returncode == 0, old_env.stderr
+
+
+def test_the_worker_refuses_to_start_too(settings):
+    import pytest
+
+    from config.celery import _refuse_insecure_production
+
+    settings.DEBUG = False
+    settings.SECRET_KEY = "dev-insecure-change-me"
+    with pytest.raises(SystemExit):  # Celery swallows other exceptions from worker_init
+        _refuse_insecure_production()

@@ -29,9 +29,9 @@ def test_a_confirmation_records_its_emails_in_the_same_transaction(
         ("confirmed", "pending"),
         ("host_confirmed", "pending"),
     ]
-    EmailLog.objects.update(updated_at=timezone.now() - timedelta(minutes=5))
+    EmailLog.objects.update(updated_at=timezone.now() - timedelta(minutes=10))
     with django_capture_on_commit_callbacks(execute=False) as queued:
-        assert emails_sweep(older_than=timedelta(minutes=2)) == 2
+        assert emails_sweep(older_than=timedelta(minutes=6)) == 2
     assert len(queued) == 2
     for kind in ("confirmed", "host_confirmed"):
         send_booking_email.apply(args=(booking.pk, kind))  # as the worker runs what the sweep queued
@@ -51,7 +51,7 @@ def test_a_refund_whose_task_was_lost_is_swept_to_stripe(stripe_env, django_capt
     with django_capture_on_commit_callbacks(execute=False):  # and its retry task is lost
         refund = services.refund_create(payment=payment, amount=500)
     assert refund.status == "pending" and not refund.stripe_refund_id
-    Refund.objects.filter(pk=refund.pk).update(updated_at=timezone.now() - timedelta(minutes=5))
+    Refund.objects.filter(pk=refund.pk).update(updated_at=timezone.now() - timedelta(minutes=10))
     with django_capture_on_commit_callbacks(execute=False) as queued:
         assert sweep_pending_refunds.apply().get() == 1
     assert len(queued) == 1

@@ -465,3 +465,32 @@ def test_the_api_takes_json_only(client):
 def test_malformed_page_parameters_are_a_400(client, query):
     response = client.get(f"/api/events/?{query}")
     assert response.status_code == 400 and response.json()["error"]["param"] in ("limit", "offset")
+
+
+def test_an_overlong_username_is_a_401_not_a_500(client):
+    response = _token(APIClient(), "u" * 300, "x")
+    assert response.status_code == 401
+
+
+@pytest.mark.parametrize("forwarded", ["not-an-ip", "1.2.3.4:5555", ""])
+def test_a_forwarded_address_that_is_not_an_address_falls_back(settings, forwarded):
+    from django.test import RequestFactory
+
+    from config.security import client_ip
+
+    settings.REST_FRAMEWORK = {**settings.REST_FRAMEWORK, "NUM_PROXIES": 1}
+    request = RequestFactory().get("/", REMOTE_ADDR="10.0.0.1", HTTP_X_FORWARDED_FOR=forwarded)
+    assert client_ip(request) == "10.0.0.1"
+
+
+def test_one_account_cannot_be_locked_out_from_many_addresses(client, settings):
+    settings.AXES_FAILURE_LIMIT = 3
+    user = UserFactory()
+    for n in range(5):
+        client.post(
+            "/accounts/login/", {"username": user.username, "password": "x"}, REMOTE_ADDR=f"198.51.100.{n}"
+        )
+    owner = client.post(
+        "/accounts/login/", {"username": user.username, "password": PASSWORD}, REMOTE_ADDR="192.0.2.1"
+    )
+    assert owner.status_code == 302

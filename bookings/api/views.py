@@ -47,14 +47,14 @@ class BookingViewSet(mixins.CreateModelMixin, viewsets.ReadOnlyModelViewSet):
             Booking.objects.filter(user=self.request.user).select_related("event")
         )
 
-    @extend_schema(
-        request=BookingCreateSerializer, responses={201: BookingSerializer, 409: ErrorSerializer, **ERRORS}
-    )
     def get_throttles(self):
         if self.action == "create":
             return [BookingRateThrottle()]
         return super().get_throttles()
 
+    @extend_schema(
+        request=BookingCreateSerializer, responses={201: BookingSerializer, 409: ErrorSerializer, **ERRORS}
+    )
     def create(self, request, *args, **kwargs):
         body = BookingCreateSerializer(data=request.data)
         body.is_valid(raise_exception=True)

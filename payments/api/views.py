@@ -129,7 +129,10 @@ class PayablePaymentViewSet(viewsets.GenericViewSet):
         return self.get_payable_queryset(any_owner=any_owner).get(pk=key)
 
     def latest_payment(self, payable) -> Payment:
-        payment = Payment.objects.for_payable(payable).order_by("-attempt").first()
+        """The payable's sale when it has one (a later, refunded duplicate is not "the" payment),
+        else its latest attempt."""
+        payments = Payment.objects.for_payable(payable).order_by("-attempt")
+        payment = payments.sales().first() or payments.first()
         if payment is None:
             raise IllegalTransition("No payment has been started for this yet.", code="no_payment")
         return payment
