@@ -42,16 +42,15 @@ def _checkout(event: EventInfo) -> None:
 def _charge(event: EventInfo) -> None:
     gateway = get_gateway()
     charge = gateway.charge_from_object(event.object)
-    payment = services.payment_sync_charge(charge=charge)
-    if (
-        payment is not None
-        and event.type == "charge.refunded"
-        and charge.refunds is None
-        and charge.intent_id
-    ):
-        # Since API 2022-11-15 a charge no longer lists its refunds: read them.
-        for refund in gateway.list_refunds(intent_id=charge.intent_id).items:
-            services.refund_sync(info=refund)
+    refunds = []
+    # Since API 2022-11-15 a charge no longer lists its refunds: read them, for a charge of ours
+    # only, and before any payment row is locked (no lock waits on Stripe).
+    lists_no_refunds = event.type == "charge.refunded" and charge.refunds is None and charge.intent_id
+    if lists_no_refunds and services.payment_id_for(intent_id=charge.intent_id, charge_id=charge.id):
+        refunds = gateway.list_refunds(intent_id=charge.intent_id).items
+    services.payment_sync_charge(charge=charge)
+    for refund in refunds:
+        services.refund_sync(info=refund)
 
 
 def _refund(event: EventInfo) -> None:
