@@ -52,6 +52,12 @@ class LoginAddressThrottle(_SettingRateThrottle):
         return self.cache_format % {"scope": self.scope, "ident": self.get_ident(request)}
 
 
+class TokenRefreshThrottle(LoginAddressThrottle):
+    """Refresh and logout requests per client address, counted apart from password attempts."""
+
+    scope = "token_refresh"
+
+
 class LoginAccountThrottle(_SettingRateThrottle):
     """Token requests per account named in the body, from any address."""
 
@@ -122,11 +128,18 @@ class RotateOnceRefreshSerializer(TokenRefreshSerializer):
         from rest_framework_simplejwt.exceptions import AuthenticationFailed, InvalidToken
         from rest_framework_simplejwt.settings import api_settings
         from rest_framework_simplejwt.token_blacklist.models import BlacklistedToken, OutstandingToken
+        from rest_framework_simplejwt.utils import get_md5_hash_password
 
         refresh = self.token_class(attrs["refresh"])  # signature, expiry, blacklist
         user_id = refresh.payload.get(api_settings.USER_ID_CLAIM)
-        if not get_user_model().objects.filter(**{api_settings.USER_ID_FIELD: user_id}).exists():
+        user = get_user_model().objects.filter(**{api_settings.USER_ID_FIELD: user_id}).first()
+        if user is None:
             raise AuthenticationFailed(self.error_messages["no_active_account"], "no_active_account")
+        if api_settings.CHECK_REVOKE_TOKEN and refresh.payload.get(
+            api_settings.REVOKE_TOKEN_CLAIM
+        ) != get_md5_hash_password(user.password):
+            # Issued before the password changed (even one rotated at that very moment).
+            raise AuthenticationFailed("The password changed since this token was issued.", "token_revoked")
         with transaction.atomic():
             jti = refresh.payload[api_settings.JTI_CLAIM]
             outstanding = OutstandingToken.objects.select_for_update().filter(jti=jti).first()

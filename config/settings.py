@@ -278,6 +278,7 @@ REST_FRAMEWORK = {
         "payments": env("THROTTLE_PAYMENTS", default="30/min"),
         "auth": env("THROTTLE_AUTH", default="20/min"),
         "auth_account": env("THROTTLE_AUTH_ACCOUNT", default="10/min"),
+        "token_refresh": env("THROTTLE_TOKEN_REFRESH", default="60/min"),
         "bookings": env("THROTTLE_BOOKINGS", default="10/min"),
         "payment_status": env("THROTTLE_STATUS", default="120/min"),
     },
@@ -293,6 +294,9 @@ SIMPLE_JWT = {
     "BLACKLIST_AFTER_ROTATION": True,
     "ALGORITHM": "HS256",
     "UPDATE_LAST_LOGIN": True,
+    # Tokens carry a digest of the password: a password change ends every access token at once,
+    # and refresh tokens with it (config.security.RotateOnceRefreshSerializer).
+    "CHECK_REVOKE_TOKEN": True,
 }
 
 SPECTACULAR_SETTINGS = {

@@ -12,6 +12,7 @@ from config.security import (
     LoginAddressThrottle,
     TokenObtainView,
     TokenRefreshRotateOnceView,
+    TokenRefreshThrottle,
 )
 from payments.api.views import HealthView
 
@@ -30,12 +31,12 @@ urlpatterns = [
     path("api/auth/token/", TokenObtainView.as_view(throttle_classes=LOGIN_THROTTLES), name="token"),
     path(
         "api/auth/token/refresh/",
-        TokenRefreshRotateOnceView.as_view(throttle_classes=[LoginAddressThrottle]),
+        TokenRefreshRotateOnceView.as_view(throttle_classes=[TokenRefreshThrottle]),
         name="token-refresh",
     ),
     # Logout: the refresh token is blacklisted; its access token dies within minutes.
     path(
-        "api/auth/logout/", TokenBlacklistView.as_view(throttle_classes=[LoginAddressThrottle]), name="logout"
+        "api/auth/logout/", TokenBlacklistView.as_view(throttle_classes=[TokenRefreshThrottle]), name="logout"
     ),
     path("api/", include("bookings.api.urls")),
     path("api/", include("payments.api.urls")),

@@ -494,3 +494,21 @@ def test_one_account_cannot_be_locked_out_from_many_addresses(client, settings):
         "/accounts/login/", {"username": user.username, "password": PASSWORD}, REMOTE_ADDR="192.0.2.1"
     )
     assert owner.status_code == 302
+
+
+def test_a_password_change_ends_access_tokens_and_any_rotated_refresh():
+    from rest_framework_simplejwt.tokens import RefreshToken
+
+    user = UserFactory()
+    pair = _pair(user)
+    stale_refresh = str(RefreshToken.for_user(user))  # as if rotated at the moment of the change
+    user.set_password("a-new-pass-word-456")
+    user.save()
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Bearer {pair['access']}")
+    assert client.get("/api/bookings/").status_code == 401
+    # Not blacklisted (made after the revocation ran), but it carries the old password's digest.
+    from rest_framework_simplejwt.token_blacklist.models import BlacklistedToken, OutstandingToken
+
+    BlacklistedToken.objects.filter(token__in=OutstandingToken.objects.filter(user=user)).delete()
+    assert _refresh(stale_refresh).status_code == 401
