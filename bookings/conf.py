@@ -1,5 +1,6 @@
 """The BOOKINGS settings dict with defaults."""
 
+from datetime import timedelta
 from typing import Any
 
 from django.conf import settings
@@ -14,6 +15,9 @@ DEFAULTS: dict[str, Any] = {
     # Emails: attempts in all, and the first retry delay in seconds (then doubling, jittered).
     "EMAIL_MAX_ATTEMPTS": 5,
     "EMAIL_RETRY_DELAY": 30.0,
+    # The sweep sends emails still pending this long (their task was lost); longer than a retry's
+    # longest wait plus a task's time limit, so a retry is never doubled.
+    "EMAIL_SWEEP_AFTER": timedelta(minutes=7),
 }
 
 

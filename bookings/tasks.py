@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
-
 from celery import shared_task
 
 from bookings.conf import booking_setting
@@ -30,8 +28,7 @@ def sweep_pending_emails() -> int:
     """Send the booking emails whose task was lost (scheduled by beat every minute)."""
     from bookings import emails
 
-    # Longer than a retry's longest wait plus a task's time limit: no second chain for a retry.
-    return emails.emails_sweep(older_than=timedelta(minutes=6))
+    return emails.emails_sweep(older_than=booking_setting("EMAIL_SWEEP_AFTER"))
 
 
 @shared_task(acks_late=True)

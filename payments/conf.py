@@ -49,6 +49,12 @@ DEFAULTS: dict[str, Any] = {
     # Background work: open attempts older than this are canceled; refunds retried this often.
     "OPEN_PAYMENT_TTL": timedelta(hours=2),
     "REFUND_RETRY_ATTEMPTS": 8,
+    # Sweeps (beat, every minute) re-enqueue what a lost task left behind: webhook events still
+    # pending this long after they arrived, refunds Stripe has not heard of this long after their
+    # last change. The refund delay exceeds a retry's longest wait plus a task's time limit, so a
+    # refund waiting for its own scheduled retry is never swept into a second chain.
+    "WEBHOOK_SWEEP_AFTER": timedelta(minutes=2),
+    "REFUND_SWEEP_AFTER": timedelta(minutes=7),
 }
 
 

@@ -396,6 +396,14 @@ def payment_confirm(*, payment: Payment, payment_method_id: str = "") -> Payment
     if payment.status == PaymentStatus.REQUIRES_ACTION and not payment_method_id:
         intent = get_gateway().retrieve_intent(payment.stripe_payment_intent_id)
         return PaymentResult(payment=payment_sync_intent(intent=intent) or payment, intent=intent)
+    if payment.status == PaymentStatus.CREATED and not payment.stripe_payment_intent_id:
+        # Creating the intent failed (Stripe unreachable): trying again starts it, with its key.
+        return payment_start(
+            terms=PaymentTerms.of(payment),
+            payment_method_id=payment_method_id,
+            confirm=bool(payment_method_id),
+            save_payment_method=payment.save_payment_method,
+        )
     _ensure_payers_card(payment_method_id=payment_method_id, owner=payment.owner)
     payment = _next_confirmation(payment.pk)
     gateway = get_gateway()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-from datetime import timedelta
 
 from celery import shared_task
 from django.utils import timezone
@@ -15,11 +14,6 @@ from payments.queue import backoff, enqueue
 from payments.states import RefundStatus
 
 logger = logging.getLogger(__name__)
-
-
-# Longer than a retry's longest wait plus a task's time limit: a refund still waiting for its own
-# scheduled retry is not swept into a second chain.
-SWEEP_AFTER = timedelta(minutes=6)
 
 
 @shared_task(bind=True, acks_late=True, max_retries=None)
@@ -66,7 +60,8 @@ def expire_stale_payments() -> dict:
 def sweep_webhook_events() -> dict:
     """Re-enqueue events whose processing never started; report failed ones (scheduled by beat)."""
     stale = WebhookEvent.objects.filter(
-        status=WebhookEvent.Status.PENDING, received_at__lt=timezone.now() - timedelta(minutes=2)
+        status=WebhookEvent.Status.PENDING,
+        received_at__lt=timezone.now() - payments_settings.WEBHOOK_SWEEP_AFTER,
     ).values_list("pk", flat=True)[:1000]
     for event_id in stale:
         enqueue(process_webhook_event, event_id)
@@ -80,12 +75,12 @@ def sweep_webhook_events() -> dict:
 
 @shared_task(acks_late=True)
 def sweep_pending_refunds() -> int:
-    """Submit again the refunds Stripe has not heard of after SWEEP_AFTER (their task was lost
+    """Submit again the refunds Stripe has not heard of after REFUND_SWEEP_AFTER (their task was lost
     with a broker outage or a killed worker); scheduled by beat every minute."""
     stale = Refund.objects.filter(
         status=RefundStatus.PENDING,
         stripe_refund_id="",
-        updated_at__lt=timezone.now() - SWEEP_AFTER,
+        updated_at__lt=timezone.now() - payments_settings.REFUND_SWEEP_AFTER,
     ).values_list("pk", flat=True)[:500]
     for refund_id in stale:
         enqueue(retry_refund, refund_id)

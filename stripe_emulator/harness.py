@@ -32,6 +32,7 @@ import re
 import secrets
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -134,7 +135,7 @@ class Fault:
 
     method: str
     path: str
-    action: str  # "respond", "reset", "slow"
+    action: str  # "respond", "reset", "slow", "drop" (close the connection, forward nothing)
     status: int = 500
     headers: dict[str, str] = field(default_factory=dict)
     body: dict[str, Any] | None = None
@@ -158,6 +159,9 @@ class StripeHarness:
         self.loop = asyncio.new_event_loop()
         self.requests: list[Recorded] = []
         self.faults: list[Fault] = []
+        # Consulted for a request (method, path) no scripted fault matched: random faults for
+        # chaos runs (chaos/faults.py). Stripe.js's publishable-key requests are never faulted.
+        self.fault_policy: Callable[[str, str], Fault | None] | None = None
         self._replays: dict[str, tuple[str, int, dict[str, str], bytes, float]] = {}
         self._key_locks: dict[str, asyncio.Lock] = {}
         self._guard = threading.Lock()
@@ -235,7 +239,7 @@ class StripeHarness:
             if (method is None or r.method == method) and (path is None or r.path.startswith(path))
         ]
 
-    def _take_fault(self, method: str, path: str) -> Fault | None:
+    def _take_fault(self, method: str, path: str, *, secret: bool = True) -> Fault | None:
         with self._guard:
             for fault in self.faults:
                 if fault.method == method and path.startswith(fault.path):
@@ -243,6 +247,8 @@ class StripeHarness:
                     if fault.times <= 0:
                         self.faults.remove(fault)
                     return fault
+        if secret and self.fault_policy is not None:
+            return self.fault_policy(method, path)
         return None
 
     # Emulator helpers for tests -----------------------------------------------------------------
@@ -358,7 +364,13 @@ class StripeHarness:
         method, path = request.method, request.path
         key = request.headers.get("Idempotency-Key")
         pairs = parse_qsl(body.decode() if method == "POST" else request.query_string, keep_blank_values=True)
-        fault = self._take_fault(method, path)
+        fault = self._take_fault(
+            method, path, secret=request.headers.get("Authorization", "").startswith("Bearer sk_")
+        )
+        if fault and fault.action == "drop":
+            self.requests.append(Recorded(method, path, key, _listify(_unflatten(pairs))))
+            request.transport.abort()
+            raise asyncio.CancelledError
         if fault and fault.action == "respond":
             self.requests.append(Recorded(method, path, key, _listify(_unflatten(pairs))))
             error = fault.body or {"error": {"type": "api_error", "message": "Injected fault."}}

@@ -6,6 +6,7 @@ import pytest
 from django.db import connection
 
 from bookings.services import booking_pay
+from payments import services
 from payments.exceptions import ProviderError, ProviderUnavailable
 from payments.models import Payment
 from payments.states import PaymentStatus
@@ -145,3 +146,22 @@ def test_calls_inside_a_request_fit_its_budget(stripe_env, settings):
     assert response.status_code == 503
     assert elapsed < 2.5, f"the request took {elapsed:.1f}s with a 1.5s budget"
     assert len(stripe_env.calls("POST", "/v1/customers")) == 1  # no retry that could not finish
+
+
+def test_confirm_after_the_intent_could_not_be_created_starts_it(stripe_env):
+    """Stripe was down while the intent was made: the booker's "try again" (a confirm with the
+    card) creates it with the attempt's key and charges once; never a 409 for good."""
+    booking = BookingFactory()
+    card = stripe_env.card()
+    stripe_env.fail("POST", "/v1/payment_intents", status=500, times=10)
+    with pytest.raises(ProviderUnavailable):
+        booking_pay(booking_id=booking.pk, payment_method_id=card, confirm=True)
+    payment = Payment.objects.get(object_id=str(booking.pk))
+    assert payment.status == PaymentStatus.CREATED and not payment.stripe_payment_intent_id
+    stripe_env.faults.clear()
+
+    result = services.payment_confirm(payment=payment, payment_method_id=card)
+
+    assert result.payment.status == PaymentStatus.SUCCEEDED
+    assert len(_intents(stripe_env)) == 1
+    assert Payment.objects.filter(object_id=str(booking.pk)).count() == 1
