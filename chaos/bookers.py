@@ -152,7 +152,7 @@ def _payment(body: dict) -> dict:
 
 def _transient(status: int | None, body: dict) -> bool:
     code = body.get("error", {}).get("code", "") if isinstance(body, dict) else ""
-    return status is None or status >= 500 or status == 429 or code in {"idempotency_key_in_use", "busy"}
+    return status is None or status >= 500 or status == 429 or code == "idempotency_key_in_use"
 
 
 class Booker:

@@ -165,3 +165,15 @@ def test_confirm_after_the_intent_could_not_be_created_starts_it(stripe_env):
     assert result.payment.status == PaymentStatus.SUCCEEDED
     assert len(_intents(stripe_env)) == 1
     assert Payment.objects.filter(object_id=str(booking.pk)).count() == 1
+
+
+@pytest.mark.parametrize("code", ["lock_timeout", "idempotency_key_in_use"])
+def test_a_conflict_that_outlasts_the_retries_says_try_again(stripe_env, code):
+    """Stripe's 409s clear by themselves: after the last retry the booker hears "try again"
+    (503 in the envelope), never a bad-gateway error."""
+    body = {"error": {"type": "invalid_request_error", "code": code, "message": "Conflict."}}
+    stripe_env.fail("POST", "/v1/payment_intents", status=409, body=body, times=10)
+    with pytest.raises(ProviderUnavailable) as raised:
+        booking_pay(booking_id=BookingFactory().pk)
+    assert raised.value.http_status == 503 and raised.value.retryable
+    assert raised.value.code == "provider_busy"

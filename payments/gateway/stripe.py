@@ -156,6 +156,13 @@ def _translate(exc: stripe.StripeError) -> PaymentError:
             http_status=400,
         )
     status = getattr(exc, "http_status", None) or 0
+    if status == 409:
+        # A lock held by a concurrent request on the object, or a request with this key still in
+        # flight (lock_timeout, idempotency_key_in_use): it clears by itself, so "try again".
+        return ProviderUnavailable(
+            "The payment service is busy with this payment. Please try again in a moment.",
+            code="provider_busy",
+        )
     return ProviderUnavailable() if status >= 500 else ProviderError()
 
 
