@@ -18,6 +18,9 @@ DEFAULTS: dict[str, Any] = {
     # The sweep sends emails still pending this long (their task was lost); longer than a retry's
     # longest wait plus a task's time limit, so a retry is never doubled.
     "EMAIL_SWEEP_AFTER": timedelta(minutes=7),
+    # A claimed (`sending`) email whose worker died is sent again after this, with the same
+    # Message-ID; longer than a task's time limit, so a send still under way is never doubled.
+    "EMAIL_CLAIM_EXPIRES_AFTER": timedelta(minutes=5),
 }
 
 

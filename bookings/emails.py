@@ -1,11 +1,12 @@
-"""Booking emails: who gets which, rendered from templates, and sent at most once per kind.
+"""Booking emails: who gets which, rendered from templates, and sent once per kind.
 
-Sending is in two steps so that a worker dying after the SMTP server took the
-message cannot cause a second copy: the log row is marked `sending` and committed,
-then the message is sent, then the row is marked `sent`. A retry that finds the row
-still `sending` does not send again; it leaves the row for staff to check. A send
-that fails with an SMTP or network error is known not to have gone out, so the row
-goes back to `pending` and the task retries it.
+Sending is in two steps: the log row is claimed (`sending`) and committed, the message is sent,
+then the row is marked `sent`. A task delivered twice finds the claim and sends nothing. A send
+that fails with an SMTP or network error is known not to have gone out, so the row goes back to
+`pending` and the task retries it. A claim whose worker died (killed between the claim and the
+SMTP server's answer) expires after EMAIL_CLAIM_EXPIRES_AFTER, longer than any send may take,
+and the sweep sends it again: an email is never lost. Should the worker have died after the
+server took the message, the second copy carries the same Message-ID, which mail systems fold.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from datetime import timedelta
 from django.conf import settings
 from django.core.mail import EmailMultiAlternatives
 from django.db import transaction
+from django.db.models import Q
 from django.template.loader import render_to_string
 from django.utils import timezone
 
@@ -116,14 +118,18 @@ def email_queue(*, booking: Booking, kind: str) -> None:
 
 
 def emails_sweep(*, older_than: timedelta) -> int:
-    """Enqueue again the emails still pending after `older_than` (their task was lost); returns how
-    many. Sending twice is harmless: a row is claimed before its email goes out."""
+    """Enqueue again the emails still pending after `older_than` (their task was lost) and those
+    whose claim expired (their worker died while sending); returns how many. A task delivered
+    twice sends once: a row is claimed before its email goes out."""
     from bookings.tasks import send_booking_email
 
+    now = timezone.now()
+    lost = Q(status=EmailLog.Status.PENDING, updated_at__lt=now - older_than)
+    abandoned = Q(
+        status=EmailLog.Status.SENDING, updated_at__lt=now - booking_setting("EMAIL_CLAIM_EXPIRES_AFTER")
+    )
     stale = EmailLog.objects.filter(
-        status=EmailLog.Status.PENDING,
-        updated_at__lt=timezone.now() - older_than,
-        attempts__lt=booking_setting("EMAIL_MAX_ATTEMPTS"),
+        lost | abandoned, attempts__lt=booking_setting("EMAIL_MAX_ATTEMPTS")
     ).values_list("booking_id", "kind")[:500]
     for booking_id, kind in stale:
         enqueue(send_booking_email, booking_id, kind)
@@ -131,13 +137,15 @@ def emails_sweep(*, older_than: timedelta) -> int:
 
 
 def _claim(booking_id: int, kind: str, recipient: str) -> EmailLog | None:
-    """Mark the log row `sending` (creating it), or None when it was sent or may have been."""
+    """Mark the log row `sending` (creating it), or None when it was sent or is being sent (a claim
+    younger than EMAIL_CLAIM_EXPIRES_AFTER)."""
     with transaction.atomic():
         log, _ = EmailLog.objects.get_or_create(
             booking_id=booking_id, kind=kind, defaults={"recipient": recipient}
         )
         log = EmailLog.objects.select_for_update().get(pk=log.pk)
-        if log.status in (EmailLog.Status.SENT, EmailLog.Status.SENDING):
+        expired = log.updated_at < timezone.now() - booking_setting("EMAIL_CLAIM_EXPIRES_AFTER")
+        if log.status == EmailLog.Status.SENT or (log.status == EmailLog.Status.SENDING and not expired):
             return None
         log.status = EmailLog.Status.SENDING
         log.attempts += 1

@@ -18,6 +18,7 @@ DECLINED = "4000000000000002"
 INSUFFICIENT_FUNDS = "4000000000009995"
 
 PAID = {"succeeded", "partially_refunded", "refunded"}
+READ_AGAIN = {"no_payment", "illegal_state", "already_paid", "not_payable"}
 # How long one booker keeps trying to pay one booking, in steps and in seconds.
 MAX_STEPS = 60
 PAY_DEADLINE = 240.0
@@ -60,6 +61,7 @@ class Outcome:
     paid: bool = False
     abandoned: bool = False
     race: tuple[int, ...] = ()  # HTTP statuses of the two concurrent refunds
+    race_conclusive: bool = True
     refunds_accepted: int = 0
     note: str = ""
     trail: list[str] = field(default_factory=list)  # what the booker saw, step by step
@@ -73,6 +75,18 @@ class Tally:
     server_errors: list[str] = field(default_factory=list)  # 500s and 5xx that are not our envelope
     transport_errors: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+@dataclass
+class Load:
+    """What the load phase did: its outcomes, what the clients saw, the disruptions made."""
+
+    tally: Tally
+    outcomes: list[Outcome] = field(default_factory=list)
+    finished: int = 0
+    not_created: int = 0  # bookings whose creation never succeeded
+    not_run: int = 0  # bookings left when the load's deadline passed
+    disruptions: Counter[str] = field(default_factory=Counter)
 
 
 class Client:
@@ -160,8 +174,9 @@ class Booker:
     it tries again (reading the status first); on a decline it takes another card unless its plan
     is to give up."""
 
-    def __init__(self, client: Client, staff: Client, rng: random.Random) -> None:
+    def __init__(self, client: Client, staff: Client, rng: random.Random, *, deadline: float) -> None:
         self.client, self.staff, self.rng = client, staff, rng
+        self.deadline = deadline  # the load's, on time.monotonic()
 
     def run(self, event_id: int, plan: Plan) -> Outcome | None:
         status, body = self._until_done("POST", "/api/bookings/", {"event": event_id, "quantity": 1})
@@ -189,7 +204,7 @@ class Booker:
             status, body = self.client.call("POST", f"{base}/intent/", first)
         secrets: dict[str, str] = {}
         challenged = False
-        deadline = time.monotonic() + PAY_DEADLINE
+        deadline = min(time.monotonic() + PAY_DEADLINE, self.deadline)
         for _ in range(MAX_STEPS):
             if time.monotonic() > deadline:
                 outcome.note = "gave up: deadline"
@@ -227,7 +242,8 @@ class Booker:
             if state == "created":
                 status, body = self.client.call("POST", f"{base}/confirm/", {"payment_method_id": method_id})
                 continue
-            if status == 200 or _transient(status, body) or code in {"no_payment", "illegal_state"}:
+            # Answers that say "look again": the status tells whether it was paid after all.
+            if status == 200 or _transient(status, body) or code in READ_AGAIN:
                 time.sleep(self.rng.uniform(0.3, 1.5))
                 status, body = self.client.call("GET", f"{base}/status/")
                 if status in (404, 409) and body.get("error", {}).get("code") == "no_payment":
@@ -248,6 +264,9 @@ class Booker:
             return
         if plan.refund == "race":
             status, body = self._until_done("GET", f"{base}/status/", client=self.staff)
+            if status != 200:
+                outcome.note = f"race: status answered {status}"
+                return
             share = Decimal(body["total"]) * 6 // 10
             amount = str((share / 100).quantize(Decimal("0.01")))
             request = {"amount": amount, "reason": "requested_by_customer"}
@@ -257,9 +276,14 @@ class Booker:
                 )
             outcome.race = tuple(s or 0 for s, _ in answers)
             outcome.refunds_accepted = sum(1 for s, _ in answers if s == 201)
+            # An answer lost to a fault says nothing about the race: not counted either way.
+            outcome.race_conclusive = not any(_transient(s, b) for s, b in answers)
             return
         request = {"amount": "1.00"} if plan.refund == "partial" else {}
         for _ in range(10):
+            if time.monotonic() > self.deadline:
+                outcome.note = "refund: deadline"
+                return
             status, body = self.staff.call("POST", f"{base}/refund/", request)
             if status == 201:
                 outcome.refunds_accepted += 1
@@ -276,7 +300,10 @@ class Booker:
 
     def _until_done(self, method: str, path: str, body: dict | None = None, *, client: Client | None = None):
         client = client or self.client
+        status, answer = None, {}
         for _ in range(30):
+            if time.monotonic() > self.deadline:
+                break
             status, answer = client.call(method, path, body)
             if not _transient(status, answer):
                 return status, answer

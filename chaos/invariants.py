@@ -8,7 +8,7 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from chaos.bookers import Outcome, Tally
+from chaos.bookers import Load
 
 PAID_LOCALLY = {"succeeded", "partially_refunded", "refunded", "disputed"}
 
@@ -57,12 +57,24 @@ def confirmation_emails(mail_dir: Path) -> Counter[int]:
     return sent
 
 
-def check_all(
-    *, store: dict, outcomes: list[Outcome], tally: Tally, mail_dir: Path, reconcile: dict
-) -> list[Check]:
+def server_errors(access_log: Path) -> list[str]:
+    """Requests gunicorn answered with a 500 (the bookers', staff's and Stripe's webhooks alike)."""
+    if not access_log.exists():
+        return []
+    errors = []
+    for line in access_log.read_text(errors="replace").splitlines():
+        # 127.0.0.1 - - [date] "POST /path HTTP/1.1" 500 123 "-" "agent"
+        request, _, rest = line.partition('" ')
+        if rest.split(" ", 1)[0] == "500":
+            errors.append(request.rsplit('"', 1)[-1])
+    return errors
+
+
+def check_all(*, store: dict, load: Load, mail_dir: Path, access_log: Path, reconcile: dict) -> list[Check]:
     from bookings.models import Booking, EmailLog
     from payments.models import Payment, Refund, WebhookEvent
 
+    outcomes, tally = load.outcomes, load.tally
     intents, charges, refunds = stripe_objects(store)
     payments = {str(p.uid): p for p in Payment.objects.all()}
     by_intent = {p.stripe_payment_intent_id: p for p in payments.values() if p.stripe_payment_intent_id}
@@ -83,6 +95,12 @@ def check_all(
         if payment.status not in PAID_LOCALLY:
             lost.append(f"{intent.id} (local {payment.status})")
     double = [booking for booking, nets in net_by_booking.items() if sum(1 for n in nets if n > 0) > 1]
+    charged_intents = set(charge_of_intent)
+    paid_without_charge = [
+        f"payment {p.pk} {p.status} ({p.stripe_payment_intent_id or 'no intent'})"
+        for p in payments.values()
+        if p.status in PAID_LOCALLY and p.stripe_payment_intent_id not in charged_intents
+    ]
 
     over_stripe = [c.id for c in charges if (c.amount_refunded or 0) > c.amount]
     over_local = []
@@ -135,13 +153,20 @@ def check_all(
         f"booking {o.booking_id}" for o in outcomes if o.abandoned and str(o.booking_id) in paid_bookings
     ]
     races = [o for o in outcomes if o.plan.refund == "race" and o.paid]
-    bad_races = [f"booking {o.booking_id} answered {o.race}" for o in races if o.refunds_accepted != 1]
+    bad_races = [
+        f"booking {o.booking_id} answered {o.race}"
+        for o in races
+        if o.race_conclusive and o.refunds_accepted != 1
+    ]
+    unfinished = [f"{load.not_created} bookings could not be created"] * bool(load.not_created)
+    unfinished += [f"{load.not_run} bookings not run before the deadline"] * bool(load.not_run)
 
     return [
         _check("double charges (bookings with more than one charge kept)", double),
         _check("over-refunds at Stripe", over_stripe),
         _check("over-refunds here", over_local),
         _check("payments Stripe took that are not paid here", lost),
+        _check("payments paid here that Stripe did not take", paid_without_charge),
         _check("charges at Stripe with no payment here", unknown),
         _check("refunds on one side only, or of other amounts", one_sided),
         _check("refunds still pending", pending_refunds),
@@ -150,9 +175,13 @@ def check_all(
         _check("confirmed bookings without exactly one confirmation email", wrong_emails),
         _check("emails not sent", unsent),
         _check("webhook events not processed", events),
-        _check("HTTP 500s (or 5xx outside the error envelope)", tally.server_errors),
+        _check(
+            "HTTP 500s (gunicorn's access log) and 5xx outside the error envelope",
+            server_errors(access_log) + tally.server_errors,
+        ),
         _check("bookings a booker kept trying that did not end paid", not_paid),
         _check("abandoned bookings charged", charged_abandoned),
+        _check("bookings the load could not make or run", unfinished),
         _check(
             "reconciliation findings",
             [f"{f['kind']} {f.get('stripe_id', '')}" for f in reconcile.get("findings", [])]

@@ -29,19 +29,20 @@ PAYMENTS = {
     "REQUEST_BUDGET": REQUEST_BUDGET,
     "WEBHOOK_SWEEP_AFTER": timedelta(seconds=20),
     "REFUND_SWEEP_AFTER": timedelta(seconds=60),
+    "MAX_RETRY_COUNTDOWN": 15,
+    "RUN_TASKS_INLINE_WITHOUT_BROKER": False,
 }
 BOOKINGS = {
     **BOOKINGS,
     "EMAIL_RETRY_DELAY": 2.0,
     "EMAIL_SWEEP_AFTER": timedelta(seconds=60),
+    "EMAIL_CLAIM_EXPIRES_AFTER": timedelta(seconds=50),
 }
 
 CELERY_TASK_TIME_LIMIT = 40
 CELERY_TASK_SOFT_TIME_LIMIT = 30
-CELERY_MAX_RETRY_COUNTDOWN = 15
 CELERY_BROKER_VISIBILITY_TIMEOUT = 90
 CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": CELERY_BROKER_VISIBILITY_TIMEOUT}
-CELERY_RUN_INLINE_WITHOUT_BROKER = False
 # Beat every 5 s instead of every minute; the run reconciles once, at its end, by command.
 CELERY_BEAT_SCHEDULE = {
     name: {**entry, "schedule": 5.0}

@@ -52,14 +52,18 @@ class Stack:
 
     def __post_init__(self) -> None:
         self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.stopped = False
+        self.access_log = self.run_dir / "access.log"
         self.database = f"chaos_{os.getpid()}_{secrets.token_hex(3)}"
         self.redis_port = free_port()
         self.web_port = free_port()
         self.site_url = f"http://127.0.0.1:{self.web_port}"
         self.mail_dir = self.run_dir / "mail"
         self.mail_dir.mkdir(exist_ok=True)
+        # Only the basics of this environment: a CELERY_*, STRIPE_* or DATABASE_URL of the caller's
+        # must not change the run's stack.
         self.env = {
-            **os.environ,
+            **{name: os.environ[name] for name in _PASSED_ON if name in os.environ},
             "DJANGO_SETTINGS_MODULE": "chaos.settings",
             "DEBUG": "False",
             "SECRET_KEY": secrets.token_urlsafe(48),
@@ -102,6 +106,7 @@ class Stack:
                 "--workers", str(WEB_WORKERS),
                 "--timeout", str(GUNICORN_TIMEOUT),
                 "--graceful-timeout", "5",
+                "--access-logfile", str(self.access_log),
             ],
         )  # fmt: skip
         for name in ("worker1", "worker2"):
@@ -116,14 +121,33 @@ class Stack:
         wait_until(self._site_answers, timeout=60, what="gunicorn")
 
     def stop(self, *, keep_database: bool = False) -> None:
+        """Stop every process started and drop the run's database; safe to call twice."""
+        if self.stopped:
+            return
+        self.stopped = True
         for name in list(self.processes):
             self._terminate(name)
         if not keep_database:
             self._drop_database()
 
+    def dead(self) -> list[str]:
+        """The processes of the stack that have exited."""
+        return [name for name, process in self.processes.items() if process.poll() is not None]
+
+    def count_in_logs(self, *phrases: str) -> dict[str, int]:
+        """How many lines of the stack's logs hold each phrase."""
+        counts = dict.fromkeys(phrases, 0)
+        for log in self.run_dir.glob("*.log"):
+            for line in log.read_text(errors="replace").splitlines():
+                for phrase in phrases:
+                    counts[phrase] += phrase in line
+        return counts
+
     # Faults ---------------------------------------------------------------------------------------
 
     def start_worker(self, name: str) -> None:
+        if self.stopped:
+            return
         self._spawn(
             name,
             [
@@ -135,11 +159,15 @@ class Stack:
 
     def kill_worker(self, name: str) -> None:
         """kill -9: whatever the worker had reserved stays unacknowledged in the broker."""
+        if self.stopped or name not in self.processes:
+            return
         process = self.processes.pop(name)
         process.send_signal(signal.SIGKILL)
         process.wait()
 
     def start_redis(self) -> None:
+        if self.stopped:
+            return
         self._spawn(
             "redis",
             [
@@ -149,6 +177,9 @@ class Stack:
         )  # fmt: skip
         client = redis.Redis(port=self.redis_port, socket_timeout=1)
         wait_until(client.ping, timeout=20, what="Redis")
+        # The port was free when chosen: make sure the Redis answering is the one started here.
+        if client.info("server")["process_id"] != self.processes["redis"].pid:
+            raise RuntimeError(f"another Redis took port {self.redis_port}")
 
     def kill_redis(self) -> None:
         """A crash: Redis keeps nothing on disk here, so the broker's queue is gone too."""
@@ -216,6 +247,9 @@ class Stack:
         finally:
             connection.close()
 
+
+# What the stack's processes inherit from the caller's environment.
+_PASSED_ON = ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "USER", "LOGNAME", "VIRTUAL_ENV", "PYTHONPATH")
 
 # Variables the run must set in its own process too (Django there reads the same database).
 _OURS = {

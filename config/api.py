@@ -1,4 +1,5 @@
-"""Site-wide REST framework pieces: JSON that cannot crash the parser, pages of bounded size."""
+"""Site-wide REST framework pieces: JSON that cannot crash the parser, pages of bounded size, and
+the error envelope for every API answer."""
 
 from __future__ import annotations
 
@@ -6,6 +7,10 @@ from django.conf import settings
 from rest_framework.exceptions import APIException, ParseError, ValidationError
 from rest_framework.pagination import LimitOffsetPagination
 from rest_framework.parsers import JSONParser
+from rest_framework_simplejwt.exceptions import InvalidToken, TokenError
+
+from payments.api.errors import error_response
+from payments.api.errors import exception_handler as payments_exception_handler
 
 
 class RequestTooLarge(APIException):
@@ -21,7 +26,7 @@ class BoundedJSONParser(JSONParser):
 
     def parse(self, stream, media_type=None, parser_context=None):
         request = (parser_context or {}).get("request")
-        length = request.META.get("CONTENT_LENGTH") if request is not None else None
+        length = request.headers.get("content-length") if request is not None else None
         limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
         if limit is not None and str(length or "0").isdigit() and int(length or 0) > limit:
             raise RequestTooLarge()
@@ -73,3 +78,11 @@ def _require_whole_number(request, name: str) -> None:
     value = request.query_params.get(name)
     if value is not None and not (value.isascii() and value.isdigit()):
         raise ValidationError({name: "A whole number of 0 or more."})
+
+
+def exception_handler(exc, context):
+    """The site's API errors: the payments app's envelope for everything, with simplejwt's token
+    errors in the site's words."""
+    if isinstance(exc, InvalidToken | TokenError):
+        return error_response("token_not_valid", "The token is invalid or expired.", 401)
+    return payments_exception_handler(exc, context)

@@ -25,7 +25,7 @@ def client_ip(request: HttpRequest) -> str:
     them saw (N-th from the right in X-Forwarded-For); what a client writes there itself never counts."""
     remote = request.META.get("REMOTE_ADDR", "")
     proxies = num_proxies()
-    forwarded = request.META.get("HTTP_X_FORWARDED_FOR", "")
+    forwarded = request.headers.get("x-forwarded-for", "")
     if not proxies or not forwarded:
         return remote
     addresses = [part.strip() for part in forwarded.split(",") if part.strip()]

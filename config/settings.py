@@ -158,6 +158,15 @@ PAYMENTS = {
     "PUBLISHABLE_KEY": STRIPE_PUBLISHABLE_KEY,
     "WEBHOOK_SECRETS": STRIPE_WEBHOOK_SECRET,
     "API_BASE": STRIPE_API_BASE,
+    "SITE_URL": SITE_URL,
+    # Longest delay before a retried task runs again; kept well below the visibility timeout.
+    "MAX_RETRY_COUNTDOWN": env("CELERY_MAX_RETRY_COUNTDOWN", default=240, cast=int),
+    # Without a reachable broker (development only), run tasks in-process after commit.
+    "RUN_TASKS_INLINE_WITHOUT_BROKER": env("CELERY_RUN_INLINE_WITHOUT_BROKER", default=DEBUG, cast=bool),
+    "THROTTLE_RATES": {
+        "payments": env("THROTTLE_PAYMENTS", default="30/min"),
+        "payment_status": env("THROTTLE_STATUS", default="120/min"),
+    },
 }
 
 BOOKINGS = {
@@ -228,10 +237,7 @@ CELERY_BROKER_VISIBILITY_TIMEOUT = env("CELERY_BROKER_VISIBILITY_TIMEOUT", defau
 CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": CELERY_BROKER_VISIBILITY_TIMEOUT}
 CELERY_BROKER_CONNECTION_TIMEOUT = 3
 CELERY_TASK_PUBLISH_RETRY_POLICY = {"max_retries": 2, "interval_start": 0.1, "interval_step": 0.5}
-# Longest delay before a retried task runs again; kept well below the visibility timeout.
-CELERY_MAX_RETRY_COUNTDOWN = env("CELERY_MAX_RETRY_COUNTDOWN", default=240, cast=int)
-# Without a reachable broker (development only), run tasks in-process after commit.
-CELERY_RUN_INLINE_WITHOUT_BROKER = env("CELERY_RUN_INLINE_WITHOUT_BROKER", default=DEBUG, cast=bool)
+# The longest retry delay and running tasks inline without a broker: PAYMENTS above.
 # Run every task in the web process after commit (the local stack sets it when Redis is absent).
 CELERY_TASK_ALWAYS_EAGER = env("CELERY_TASK_ALWAYS_EAGER", default=False, cast=bool)
 CELERY_BEAT_SCHEDULE = {
@@ -269,18 +275,16 @@ REST_FRAMEWORK = {
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_SCHEMA_CLASS": "payments.api.schema.ErrorEnvelopeAutoSchema",
-    "EXCEPTION_HANDLER": "payments.api.errors.exception_handler",
+    "EXCEPTION_HANDLER": "config.api.exception_handler",
     "DEFAULT_PAGINATION_CLASS": "config.api.BoundedLimitOffsetPagination",
     # The API speaks JSON only (a form body is a 415): no form-encoded guesses about empty values.
     "DEFAULT_PARSER_CLASSES": ["config.api.BoundedJSONParser"],
     "PAGE_SIZE": 50,
     "DEFAULT_THROTTLE_RATES": {
-        "payments": env("THROTTLE_PAYMENTS", default="30/min"),
         "auth": env("THROTTLE_AUTH", default="20/min"),
         "auth_account": env("THROTTLE_AUTH_ACCOUNT", default="10/min"),
         "token_refresh": env("THROTTLE_TOKEN_REFRESH", default="60/min"),
         "bookings": env("THROTTLE_BOOKINGS", default="10/min"),
-        "payment_status": env("THROTTLE_STATUS", default="120/min"),
     },
     # Trusted proxies in front of the site: 0 trusts no X-Forwarded-For (config.security.client_ip).
     "NUM_PROXIES": env("NUM_PROXIES", default=0, cast=int),

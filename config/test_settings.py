@@ -17,7 +17,7 @@ SECURE_SSL_REDIRECT = False
 SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = False
 SECURE_HSTS_SECONDS = 0
 SECRET_KEY = "test-only-signing-key-that-is-long-enough-for-hs256"
-INSTALLED_APPS = [*INSTALLED_APPS, "tests.payable_app"]
+INSTALLED_APPS = [*INSTALLED_APPS, "payments_tests.donations"]
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"
 DATABASES["default"]["CONN_MAX_AGE"] = 0
@@ -28,11 +28,11 @@ PAYMENTS = {
     "SECRET_KEY": "sk_test_suite",
     "PUBLISHABLE_KEY": "pk_test_suite",
     "WEBHOOK_SECRETS": ["whsec_test_primary", "whsec_test_secondary"],
+    "RUN_TASKS_INLINE_WITHOUT_BROKER": False,
 }
 
 # A Redis database of the tests' own, emptied at the start of each run.
 CELERY_BROKER_URL = os.environ.get("TEST_CELERY_BROKER_URL", "redis://127.0.0.1:6379/15")
-CELERY_RUN_INLINE_WITHOUT_BROKER = False
 
 CACHES = {
     "default": {

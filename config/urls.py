@@ -7,6 +7,7 @@ from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from rest_framework_simplejwt.views import TokenBlacklistView
 
+from config.health import HealthView
 from config.security import (
     LoginAccountThrottle,
     LoginAddressThrottle,
@@ -14,7 +15,6 @@ from config.security import (
     TokenRefreshRotateOnceView,
     TokenRefreshThrottle,
 )
-from payments.api.views import HealthView
 
 LOGIN_THROTTLES = [LoginAddressThrottle, LoginAccountThrottle]
 # Swagger UI comes from a CDN with an inline start-up script.

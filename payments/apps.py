@@ -1,5 +1,7 @@
 """App configuration for payments."""
 
+from importlib.util import find_spec
+
 from django.apps import AppConfig
 
 
@@ -15,3 +17,7 @@ class PaymentsConfig(AppConfig):
         )
 
         conf.connect_signals()
+        if find_spec("celery") is not None:
+            # Register the tasks in every process (web too), so a task sent by name can also run
+            # in-process (eager mode, or no broker in development).
+            from payments import tasks  # noqa: F401

@@ -55,6 +55,14 @@ DEFAULTS: dict[str, Any] = {
     # refund waiting for its own scheduled retry is never swept into a second chain.
     "WEBHOOK_SWEEP_AFTER": timedelta(minutes=2),
     "REFUND_SWEEP_AFTER": timedelta(minutes=7),
+    # Longest delay before a retried task runs again; keep it below the broker's visibility timeout.
+    "MAX_RETRY_COUNTDOWN": 240,
+    # Without a reachable broker (development only): run tasks in this process after commit.
+    "RUN_TASKS_INLINE_WITHOUT_BROKER": False,
+    # The site's own address: Checkout return URLs on its host are accepted (besides ALLOWED_HOSTS).
+    "SITE_URL": "",
+    # Per-user rates of the endpoints that start payments or refunds, and of status polls.
+    "THROTTLE_RATES": {"payments": "30/min", "payment_status": "120/min"},
 }
 
 
@@ -82,6 +90,8 @@ class PaymentsSettings:
                 value = Decimal(str(value))
             if name == "FEE_FIXED" and isinstance(value, dict):
                 value = {str(k).lower(): v for k, v in value.items()}
+            if name == "THROTTLE_RATES":
+                value = {**DEFAULTS["THROTTLE_RATES"], **(value or {})}
             if name == "WEBHOOK_SECRETS" and isinstance(value, str):
                 value = [s.strip() for s in value.split(",") if s.strip()]
             self._cached[name] = value
@@ -101,13 +111,3 @@ def _reload(*, setting: str, **kwargs: Any) -> None:
 
 def connect_signals() -> None:
     setting_changed.connect(_reload, dispatch_uid="payments.conf.reload")
-
-
-def _clear_gateway(*, setting: str, **kwargs: Any) -> None:
-    if setting == "PAYMENTS":
-        from payments.gateway import get_gateway
-
-        get_gateway.cache_clear()
-
-
-setting_changed.connect(_clear_gateway, dispatch_uid="payments.conf.clear_gateway")

@@ -1,41 +1,58 @@
-"""Enqueues Celery tasks after the transaction commits, with an in-process fallback for development."""
+"""Enqueues Celery tasks by name after the transaction commits, with an in-process fallback.
+
+Callers name the task ("payments.tasks.retry_refund") rather than import it, so the services never
+import the tasks that call them; Celery is imported only when something is sent (it is the
+`celery` extra of the package).
+"""
 
 from __future__ import annotations
 
 import logging
 import random
+from typing import Any
 
-from django.conf import settings
 from django.db import transaction
-from kombu.exceptions import OperationalError
+
+from payments.conf import payments_settings
 
 logger = logging.getLogger(__name__)
 
 
-def enqueue(task, *args) -> None:
-    """Send `task(*args)` once the current transaction commits (at once outside one).
+def enqueue(task: str | Any, *args: Any) -> None:
+    """Send the task (its name, or a task object) with `args` once the current transaction
+    commits (at once outside one).
 
-    A rolled-back transaction sends nothing. If the broker cannot be reached the error
-    is logged (the periodic sweeps pick the work up again); in development, with
-    CELERY_RUN_INLINE_WITHOUT_BROKER, the task runs in this process instead.
+    A rolled-back transaction sends nothing. If the broker cannot be reached the error is logged
+    (the work is a row already, and the periodic sweeps pick it up again); in development, with
+    PAYMENTS["RUN_TASKS_INLINE_WITHOUT_BROKER"], the task runs in this process instead.
     """
-    transaction.on_commit(lambda: _send(task, args))
+    name = task if isinstance(task, str) else task.name
+    transaction.on_commit(lambda: _send(name, args))
 
 
-def _send(task, args) -> None:
+def _send(name: str, args: tuple) -> None:
     try:
-        task.apply_async(args=args)
+        from celery import current_app
+        from kombu.exceptions import OperationalError
+    except ImportError:
+        logger.error("celery is not installed: task not sent", extra={"task": name, "task_args": args})
+        return
+    if current_app.conf.task_always_eager:
+        current_app.tasks[name].apply(args=args)
+        return
+    try:
+        current_app.send_task(name, args=args)
     except OperationalError:
-        if getattr(settings, "CELERY_RUN_INLINE_WITHOUT_BROKER", False):
-            logger.info("no broker: running task inline", extra={"task": task.name})
-            task.apply(args=args)
+        if payments_settings.RUN_TASKS_INLINE_WITHOUT_BROKER:
+            logger.info("no broker: running task inline", extra={"task": name})
+            current_app.tasks[name].apply(args=args)
             return
-        logger.exception("could not enqueue task", extra={"task": task.name, "task_args": args})
+        logger.exception("could not enqueue task", extra={"task": name, "task_args": args})
 
 
 def backoff(attempt: int, *, base: float = 5.0) -> float:
     """Seconds before retry number `attempt` (1-based): base × 2^(attempt-1), jittered to 50-100 %,
-    capped at CELERY_MAX_RETRY_COUNTDOWN (which stays below the broker's visibility timeout)."""
-    cap = float(getattr(settings, "CELERY_MAX_RETRY_COUNTDOWN", 900))
+    capped at PAYMENTS["MAX_RETRY_COUNTDOWN"] (which stays below the broker's visibility timeout)."""
+    cap = float(payments_settings.MAX_RETRY_COUNTDOWN)
     delay = min(base * (2 ** (attempt - 1)), cap)
     return round(min(delay * (0.5 + random.random() / 2), cap), 3)  # noqa: S311 - jitter, not security

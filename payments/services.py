@@ -43,6 +43,7 @@ from payments.gateway.base import (
     SetupIntentInfo,
 )
 from payments.models import Customer, Dispute, Installation, Payment, Refund
+from payments.queue import enqueue
 from payments.states import (
     OPEN_STATUSES,
     PAID_STATUSES,
@@ -192,9 +193,6 @@ def _unwanted_payment_reason(payment: Payment, previous: str) -> str:
 def _refund_unwanted_payment(payment: Payment, *, reason: str) -> None:
     """Record a refund of what is left of an unwanted payment in this transaction and submit it
     once it commits (never a sale: no success signal; the refund's own signal tells the host)."""
-    from payments.queue import enqueue
-    from payments.tasks import retry_refund
-
     if payment.refundable_amount() <= 0:
         return  # refunded already (in the dashboard, before we heard of the payment)
     refund = _reserve_refund(payment_id=payment.pk, amount=None, reason=reason, requested_by=None)
@@ -202,7 +200,7 @@ def _refund_unwanted_payment(payment: Payment, *, reason: str) -> None:
         "unwanted payment: refunding what is left of it",
         extra=_log_extra(payment, refund_id=refund.pk, amount=refund.amount, reason=reason),
     )
-    enqueue(retry_refund, refund.pk)
+    enqueue("payments.tasks.retry_refund", refund.pk)
 
 
 @transaction.atomic
@@ -396,14 +394,6 @@ def payment_confirm(*, payment: Payment, payment_method_id: str = "") -> Payment
     if payment.status == PaymentStatus.REQUIRES_ACTION and not payment_method_id:
         intent = get_gateway().retrieve_intent(payment.stripe_payment_intent_id)
         return PaymentResult(payment=payment_sync_intent(intent=intent) or payment, intent=intent)
-    if payment.status == PaymentStatus.CREATED and not payment.stripe_payment_intent_id:
-        # Creating the intent failed (Stripe unreachable): trying again starts it, with its key.
-        return payment_start(
-            terms=PaymentTerms.of(payment),
-            payment_method_id=payment_method_id,
-            confirm=bool(payment_method_id),
-            save_payment_method=payment.save_payment_method,
-        )
     _ensure_payers_card(payment_method_id=payment_method_id, owner=payment.owner)
     payment = _next_confirmation(payment.pk)
     gateway = get_gateway()
@@ -419,7 +409,8 @@ def payment_confirm(*, payment: Payment, payment_method_id: str = "") -> Payment
         _record_decline(payment.pk, error)
         raise
     except ProviderError as error:
-        if error.retryable:
+        # Stripe's 409 while another request holds the intent (a double click) clears by itself.
+        if error.retryable and error.code != "provider_busy":
             raise
         # A second click racing the first finds the intent already moving: report that.
         intent = gateway.retrieve_intent(intent_id)
@@ -495,9 +486,11 @@ def payment_cancel(*, payment: Payment, reason: str = "") -> Payment:
                 payment.stripe_payment_intent_id, idempotency_key=f"{payment.idempotency_key}:cancel"
             )
         except ProviderError as error:
-            if error.retryable:
+            if error.retryable and error.code != "provider_busy":
                 raise
             intent = gateway.retrieve_intent(payment.stripe_payment_intent_id)
+            if error.retryable and intent.status != PaymentStatus.CANCELED:
+                raise  # busy with another request that did not cancel it: try again later
         synced = payment_sync_intent(intent=intent, reason=reason)
         if synced is not None and synced.status != PaymentStatus.CANCELED:
             raise IllegalTransition("The payment could not be canceled: it is already being paid.")
@@ -795,16 +788,13 @@ def refund_create(
     When Stripe cannot be reached the refund stays pending (its amount reserved) and a task
     submits it later with the same idempotency key; the pending refund is returned.
     """
-    from payments.queue import enqueue
-    from payments.tasks import retry_refund
-
     refund = _reserve_refund(payment_id=payment.pk, amount=amount, reason=reason, requested_by=requested_by)
     try:
         return refund_submit(refund=refund)
     except ProviderError as error:
         if not error.retryable:
             raise
-        enqueue(retry_refund, refund.pk)
+        enqueue("payments.tasks.retry_refund", refund.pk)
         logger.warning("refund deferred: provider unavailable", extra={"refund_id": refund.pk})
         return Refund.objects.get(pk=refund.pk)
 

@@ -7,11 +7,14 @@ import logging
 from celery import shared_task
 from django.utils import timezone
 
+from payments import services
 from payments.conf import payments_settings
 from payments.exceptions import ProviderError
 from payments.models import Refund, WebhookEvent
 from payments.queue import backoff, enqueue
+from payments.reconcile import payments_reconcile
 from payments.states import RefundStatus
+from payments.webhooks import webhook_event_process
 
 logger = logging.getLogger(__name__)
 
@@ -19,8 +22,6 @@ logger = logging.getLogger(__name__)
 @shared_task(bind=True, acks_late=True, max_retries=None)
 def process_webhook_event(self, event_id: int) -> str:
     """Process a stored webhook event; a failure is retried with backoff up to WEBHOOK_MAX_ATTEMPTS."""
-    from payments.webhooks import webhook_event_process
-
     if not WebhookEvent.objects.filter(pk=event_id).exists():
         return "missing"
     row = webhook_event_process(event_id=event_id)
@@ -32,8 +33,6 @@ def process_webhook_event(self, event_id: int) -> str:
 @shared_task(bind=True, acks_late=True, max_retries=None)
 def retry_refund(self, refund_id: int) -> str:
     """Submit a refund that could not reach Stripe, with its own key, until it lands or we give up."""
-    from payments import services
-
     refund = Refund.objects.filter(pk=refund_id).first()
     if refund is None:
         return "missing"
@@ -51,8 +50,6 @@ def retry_refund(self, refund_id: int) -> str:
 @shared_task(acks_late=True)
 def expire_stale_payments() -> dict:
     """Cancel open payment attempts nobody finished (scheduled by beat)."""
-    from payments import services
-
     return services.payments_expire_stale(older_than=payments_settings.OPEN_PAYMENT_TTL)
 
 
@@ -90,8 +87,6 @@ def sweep_pending_refunds() -> int:
 @shared_task(acks_late=True)
 def reconcile_payments() -> dict:
     """Compare with Stripe since the last run and fix what moved forward (scheduled by beat)."""
-    from payments.reconcile import payments_reconcile
-
     report = payments_reconcile()
     if report.unresolved:
         logger.error("reconciliation found discrepancies", extra={"unresolved": len(report.unresolved)})

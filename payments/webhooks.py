@@ -22,6 +22,7 @@ from payments.conf import payments_settings
 from payments.gateway import get_gateway
 from payments.gateway.base import EventInfo
 from payments.models import WebhookEvent
+from payments.queue import enqueue
 
 logger = logging.getLogger(__name__)
 
@@ -128,14 +129,10 @@ def webhook_receive(*, payload: bytes, signature: str) -> tuple[WebhookEvent, bo
     The processing task is enqueued after the row commits; a redelivery of an event
     that is not yet processed enqueues it again (processing is idempotent).
     """
-    from payments.tasks import process_webhook_event
-
     event = get_gateway().verify_webhook(payload, signature)
     row, created = webhook_event_store(event=event)
     if created or row.status in (WebhookEvent.Status.PENDING, WebhookEvent.Status.FAILED):
-        from payments.queue import enqueue
-
-        enqueue(process_webhook_event, row.pk)
+        enqueue("payments.tasks.process_webhook_event", row.pk)
     logger.info(
         "webhook received",
         extra={"stripe_event": event.id, "event_type": event.type, "duplicate": not created},

@@ -91,3 +91,20 @@ ensure_chromium() {
     echo "==> chromium is not installed and cannot be installed here: the browser tests will be skipped"
   fi
 }
+
+start_own_redis() {
+  # A redis-server of this run's own on a free port (nothing on disk), stopped when the script
+  # exits: the tests may empty it, and never touch the shared one's data.
+  command -v redis-server >/dev/null 2>&1 || { echo "==> no redis-server: the tests use the shared Redis"; return 0; }
+  local port dir
+  port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+  dir=$(mktemp -d)
+  redis-server --port "$port" --bind 127.0.0.1 --save "" --appendonly no --dir "$dir" \
+    --daemonize yes --pidfile "$dir/redis.pid" --logfile "$dir/redis.log"
+  OWN_REDIS_DIR=$dir
+  trap 'kill "$(cat "$OWN_REDIS_DIR/redis.pid" 2>/dev/null)" 2>/dev/null || true; rm -rf "$OWN_REDIS_DIR"' EXIT
+  for _ in $(seq 50); do REDIS_URL="redis://127.0.0.1:$port/0" redis_up && break; sleep 0.1; done
+  export TEST_CELERY_BROKER_URL="redis://127.0.0.1:$port/0" TEST_CACHE_URL="redis://127.0.0.1:$port/1"
+  export TEST_REDIS_OWNED=1
+  echo "==> the tests' own Redis on 127.0.0.1:$port"
+}

@@ -3,6 +3,10 @@
 import pytest
 from django.db import connection
 
+from payments_tests.fixtures import stripe_env, stripe_harness
+
+__all__ = ["stripe_env", "stripe_harness"]
+
 
 @pytest.fixture(autouse=True, scope="session")
 def _postgres_only(django_db_setup, django_db_blocker):
@@ -11,36 +15,17 @@ def _postgres_only(django_db_setup, django_db_blocker):
         assert connection.vendor == "postgresql", "the tests must run on PostgreSQL"
 
 
-@pytest.fixture(scope="session")
-def stripe_harness():
-    """localstripe and its proxy, started once per test run."""
-    from stripe_emulator.harness import StripeHarness
-
-    return StripeHarness().start()
-
-
-@pytest.fixture
-def stripe_env(stripe_harness, settings):
-    """Point the payments gateway at the harness, with fast retries and a short timeout."""
-    stripe_harness.reset()
-    settings.PAYMENTS = {
-        **settings.PAYMENTS,
-        "API_BASE": stripe_harness.url,
-        "RETRY_DELAY": 0.01,
-        "RETRY_MAX_DELAY": 0.05,
-        "TIMEOUT": 2.0,
-    }
-    yield stripe_harness
-    stripe_harness.reset()
-
-
 @pytest.fixture(scope="session", autouse=True)
 def _empty_test_broker():
-    """Start each run with the tests' own Redis database empty (a real connection)."""
+    """Start each run with an empty broker when the Redis is the run's own (./scripts/test starts
+    one and says so with TEST_REDIS_OWNED); a shared Redis is never emptied."""
+    import os
+
     import redis
     from django.conf import settings
 
-    redis.Redis.from_url(settings.CELERY_BROKER_URL).flushdb()
+    if os.environ.get("TEST_REDIS_OWNED") == "1":
+        redis.Redis.from_url(settings.CELERY_BROKER_URL).flushdb()
 
 
 @pytest.fixture
@@ -123,3 +108,14 @@ def pytest_runtest_makereport(item, call):
     report = yield
     setattr(item, f"rep_{report.when}", report)
     return report
+
+
+@pytest.fixture
+def throttle_window():
+    """The throttles count in fixed one-minute windows: start a test that counts to a limit well
+    inside one, so that a window's end never resets its count halfway."""
+    import time
+
+    left = 60 - time.time() % 60
+    if left < 5:
+        time.sleep(left + 0.1)

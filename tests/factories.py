@@ -1,25 +1,15 @@
-"""factory-boy factories for users, events, bookings, payments and the test payable."""
+"""factory-boy factories for events, bookings and their payments (users and donations come from
+the payments app's own test factories)."""
 
 from datetime import timedelta
 
 import factory
-from django.contrib.auth import get_user_model
 from django.contrib.contenttypes.models import ContentType
 from django.utils import timezone
 
 from bookings.models import Booking, Event
 from payments.models import Payment
-from tests.payable_app.models import Donation
-
-
-class UserFactory(factory.django.DjangoModelFactory):
-    class Meta:
-        model = get_user_model()
-        django_get_or_create = ("username",)
-
-    username = factory.Sequence(lambda n: f"user{n}")
-    email = factory.LazyAttribute(lambda u: f"{u.username}@example.com")
-    password = factory.django.Password("pass-word-123")
+from payments_tests.factories import UserFactory
 
 
 class EventFactory(factory.django.DjangoModelFactory):
@@ -47,14 +37,6 @@ class BookingFactory(factory.django.DjangoModelFactory):
     total = factory.LazyAttribute(lambda b: b.subtotal + b.fee)
     currency = factory.LazyAttribute(lambda b: b.event.currency)
     expires_at = factory.LazyFunction(lambda: timezone.now() + timedelta(minutes=15))
-
-
-class DonationFactory(factory.django.DjangoModelFactory):
-    class Meta:
-        model = Donation
-
-    donor = factory.SubFactory(UserFactory)
-    amount = 5000
 
 
 class PaymentFactory(factory.django.DjangoModelFactory):

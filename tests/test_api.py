@@ -410,11 +410,8 @@ def test_stripe_down_is_503_without_internals(stripe_env):
 
 
 @pytest.mark.emulator
-def test_throttled_is_429(stripe_env, settings):
-    settings.REST_FRAMEWORK = {
-        **settings.REST_FRAMEWORK,
-        "DEFAULT_THROTTLE_RATES": {"payments": "2/min", "auth": "100/min"},
-    }
+def test_throttled_is_429(stripe_env, settings, throttle_window):
+    settings.PAYMENTS = {**settings.PAYMENTS, "THROTTLE_RATES": {"payments": "2/min"}}
     from django.core.cache import cache
 
     cache.clear()

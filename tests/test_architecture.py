@@ -1,6 +1,10 @@
 """The payments app stands alone: it imports nothing from bookings, and pays for any model."""
 
+import os
 import re
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -8,45 +12,47 @@ import pytest
 import payments
 from payments.services import payment_transition
 from payments.states import PaymentStatus
-from tests.factories import DonationFactory, PaymentFactory
+from payments_tests.factories import DonationFactory
+from tests.factories import PaymentFactory
 
-PAYMENTS_DIR = Path(payments.__file__).parent
-
-
-_IMPORT = re.compile(r"^\s*(?:from\s+([\w.]+)\s+import\b|import\s+([\w.]+(?:\s*,\s*[\w.]+)*))", re.MULTILINE)
+ROOT = Path(payments.__file__).resolve().parent.parent
 
 
-def _imported_modules(path: Path) -> set[str]:
-    """Modules a file imports, read line by line (not with `ast`: after Playwright's greenlets
-    have run on this thread, CPython 3.11's parser can fail on a recursion-depth check)."""
-    names: set[str] = set()
-    for from_module, plain in _IMPORT.findall(path.read_text(encoding="utf-8")):
-        if from_module:
-            names.add(from_module)
-        else:
-            names.update(part.strip() for part in plain.split(","))
-    return names
+def _lint_imports(*, pythonpath: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [str(Path(sys.executable).with_name("lint-imports")), "--config", str(ROOT / ".importlinter")],
+        cwd=pythonpath,
+        env={**os.environ, "PYTHONPATH": f"{pythonpath}{os.pathsep}{ROOT}"},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
 
 
-def test_payments_never_imports_bookings():
-    files = list(PAYMENTS_DIR.rglob("*.py"))
-    assert len(files) > 5
-    offenders = {
-        str(f.relative_to(PAYMENTS_DIR)): name
-        for f in files
-        for name in _imported_modules(f)
-        if name == "bookings" or name.startswith("bookings.")
-    }
-    assert offenders == {}
+def test_the_import_contracts_hold():
+    done = _lint_imports(pythonpath=ROOT)
+    assert done.returncode == 0, done.stdout[-2000:]
 
 
-def test_only_the_stripe_gateway_imports_stripe():
-    importers = {
-        str(f.relative_to(PAYMENTS_DIR))
-        for f in PAYMENTS_DIR.rglob("*.py")
-        if any(n == "stripe" or n.startswith("stripe.") for n in _imported_modules(f))
-    }
-    assert importers <= {"gateway/stripe.py"}
+@pytest.mark.parametrize(
+    ("module", "line", "contract"),
+    [
+        ("services.py", "from payments import tasks", "payments: api/admin/commands"),
+        ("models.py", "import bookings.models", "payments imports nothing of the site"),
+        ("services.py", "import stripe", "only the Stripe gateway imports the stripe SDK"),
+        ("webhooks.py", "import celery", "optional dependencies stay in their corners"),
+    ],
+)
+def test_the_contracts_catch_an_import_that_breaks_them(tmp_path, module, line, contract):
+    """A copy of the app with one bad import added: the linter names the broken contract."""
+    shutil.copytree(ROOT / "payments", tmp_path / "payments", ignore=shutil.ignore_patterns("__pycache__"))
+    target = tmp_path / "payments" / module
+    target.write_text(target.read_text() + f"\n{line}  # noqa\n")
+    done = _lint_imports(pythonpath=tmp_path)
+    assert done.returncode == 1
+    summary = " ".join(done.stdout.split())  # the linter wraps long contract names
+    verdict = re.search(re.escape(contract) + r".*?(KEPT|BROKEN)", summary)
+    assert verdict and verdict[1] == "BROKEN", summary[:1500]
 
 
 @pytest.mark.django_db
@@ -54,7 +60,7 @@ def test_a_donation_is_payable_too(django_capture_on_commit_callbacks):
     donation = DonationFactory()
     payment = PaymentFactory(payable=donation, subtotal=5000, fee=150, status="processing")
     assert payment.payable == donation
-    assert payment.payable_reference == f"payable_app.donation:{donation.pk}"
+    assert payment.payable_reference == f"donations.donation:{donation.pk}"
     with django_capture_on_commit_callbacks(execute=True):
         payment_transition(payment=payment, status=PaymentStatus.SUCCEEDED)
     payment.refresh_from_db()

@@ -105,7 +105,41 @@ def test_crash_between_send_and_commit_does_not_send_again(mailoutbox, settings)
     send_booking_email.apply(args=[booking.pk, "confirmed"])  # the task is delivered again
     assert len(mailoutbox) == 1
     log = EmailLog.objects.get(booking=booking, kind="confirmed")
-    assert log.status == "sending" and log.attempts == 1  # left for staff to confirm, never re-sent
+    assert log.status == "sending" and log.attempts == 1  # claimed: not sent again while it may be
+
+
+@pytest.mark.django_db
+def test_a_worker_killed_before_the_send_leaves_a_claim_that_expires_and_is_sent(
+    mailoutbox, settings, django_capture_on_commit_callbacks
+):
+    """kill -9 between the claim and the SMTP server's answer: after the claim expires the sweep
+    sends the email, once, with the Message-ID it always has."""
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from bookings.emails import emails_sweep
+
+    booking = _paid_booking_payment().payable
+    EmailLog.objects.update_or_create(
+        booking=booking, kind="confirmed", defaults={"status": "sending", "attempts": 1, "recipient": "x@y.z"}
+    )
+    with django_capture_on_commit_callbacks(execute=False) as queued:
+        emails_sweep(older_than=timedelta(minutes=7))
+    assert queued == []  # a fresh claim: the send may still be under way
+    send_booking_email.apply(args=[booking.pk, "confirmed"])
+    assert mailoutbox == []
+
+    expired = timezone.now() - settings.BOOKINGS.get("EMAIL_CLAIM_EXPIRES_AFTER", timedelta(minutes=5))
+    EmailLog.objects.filter(booking=booking).update(updated_at=expired - timedelta(seconds=1))
+    with django_capture_on_commit_callbacks(execute=False) as queued:
+        assert emails_sweep(older_than=timedelta(minutes=7)) >= 1
+    send_booking_email.apply(args=[booking.pk, "confirmed"])
+    assert [m.extra_headers["Message-ID"] for m in mailoutbox] == [
+        f"<booking-{booking.pk}-confirmed@bookings.local>"
+    ]
+    log = EmailLog.objects.get(booking=booking, kind="confirmed")
+    assert (log.status, log.attempts) == ("sent", 2)
 
 
 @pytest.mark.slow
@@ -157,14 +191,14 @@ def test_rolled_back_transaction_enqueues_nothing():
 
 def test_every_retry_delay_stays_below_the_visibility_timeout(settings):
     visibility = settings.CELERY_BROKER_TRANSPORT_OPTIONS["visibility_timeout"]
-    assert visibility > settings.CELERY_MAX_RETRY_COUNTDOWN
+    assert visibility > settings.PAYMENTS["MAX_RETRY_COUNTDOWN"]
     assert visibility > settings.CELERY_TASK_TIME_LIMIT
     worst = [
         backoff(attempt, base=base)
         for attempt in range(1, 30)
         for base in (5.0, settings.BOOKINGS.get("EMAIL_RETRY_DELAY", 30.0), 30.0)
     ]
-    assert max(worst) <= settings.CELERY_MAX_RETRY_COUNTDOWN
+    assert max(worst) <= settings.PAYMENTS["MAX_RETRY_COUNTDOWN"]
 
 
 @pytest.mark.emulator

@@ -148,23 +148,49 @@ def test_calls_inside_a_request_fit_its_budget(stripe_env, settings):
     assert len(stripe_env.calls("POST", "/v1/customers")) == 1  # no retry that could not finish
 
 
-def test_confirm_after_the_intent_could_not_be_created_starts_it(stripe_env):
+def test_confirm_after_the_intent_could_not_be_created_starts_it(stripe_env, client):
     """Stripe was down while the intent was made: the booker's "try again" (a confirm with the
     card) creates it with the attempt's key and charges once; never a 409 for good."""
     booking = BookingFactory()
     card = stripe_env.card()
     stripe_env.fail("POST", "/v1/payment_intents", status=500, times=10)
-    with pytest.raises(ProviderUnavailable):
-        booking_pay(booking_id=booking.pk, payment_method_id=card, confirm=True)
+    client.force_login(booking.user)
+    url = f"/api/bookings/{booking.pk}/payment"
+    down = client.post(
+        f"{url}/intent/", {"payment_method_id": card, "confirm_immediately": True}, "application/json"
+    )
+    assert down.status_code == 503
     payment = Payment.objects.get(object_id=str(booking.pk))
     assert payment.status == PaymentStatus.CREATED and not payment.stripe_payment_intent_id
     stripe_env.faults.clear()
 
-    result = services.payment_confirm(payment=payment, payment_method_id=card)
+    again = client.post(f"{url}/confirm/", {"payment_method_id": card}, "application/json")
 
-    assert result.payment.status == PaymentStatus.SUCCEEDED
+    assert again.status_code == 200, again.content
+    assert again.json()["payment"]["status"] == PaymentStatus.SUCCEEDED
     assert len(_intents(stripe_env)) == 1
     assert Payment.objects.filter(object_id=str(booking.pk)).count() == 1
+
+
+def test_confirm_of_an_unstarted_attempt_still_asks_the_host(stripe_env, client):
+    """The retried start goes through the host's checks: a hold that ran out is not charged."""
+    from django.utils import timezone
+
+    booking = BookingFactory()
+    card = stripe_env.card()
+    stripe_env.fail("POST", "/v1/payment_intents", status=500, times=10)
+    client.force_login(booking.user)
+    url = f"/api/bookings/{booking.pk}/payment"
+    client.post(
+        f"{url}/intent/", {"payment_method_id": card, "confirm_immediately": True}, "application/json"
+    )
+    stripe_env.faults.clear()
+    type(booking).objects.filter(pk=booking.pk).update(expires_at=timezone.now())
+
+    late = client.post(f"{url}/confirm/", {"payment_method_id": card}, "application/json")
+
+    assert late.status_code == 409
+    assert _intents(stripe_env) == []
 
 
 @pytest.mark.parametrize("code", ["lock_timeout", "idempotency_key_in_use"])
@@ -177,3 +203,18 @@ def test_a_conflict_that_outlasts_the_retries_says_try_again(stripe_env, code):
         booking_pay(booking_id=BookingFactory().pk)
     assert raised.value.http_status == 503 and raised.value.retryable
     assert raised.value.code == "provider_busy"
+
+
+def test_a_confirm_that_meets_stripes_lock_reports_the_first_clicks_success(stripe_env):
+    """The second click's confirm gets 409 lock_timeout while the first click's confirm charges:
+    the answer is the intent as it is (succeeded), not "try again"."""
+    booking = BookingFactory()
+    started = booking_pay(booking_id=booking.pk, payment_method_id=stripe_env.card())
+    intent_id = started.intent.id
+    stripe_env.api("POST", f"/v1/payment_intents/{intent_id}/confirm")  # the first click, at Stripe
+    busy = {"error": {"type": "invalid_request_error", "code": "lock_timeout", "message": "Locked."}}
+    stripe_env.fail("POST", f"/v1/payment_intents/{intent_id}/confirm", status=409, body=busy, times=10)
+
+    result = services.payment_confirm(payment=started.payment)
+
+    assert result.payment.status == PaymentStatus.SUCCEEDED

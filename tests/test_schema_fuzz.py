@@ -25,8 +25,9 @@ def auth_headers(db, stripe_env, settings):
     """A user with an event and a booking; throttles out of the way for the run."""
     settings.REST_FRAMEWORK = {
         **settings.REST_FRAMEWORK,
-        "DEFAULT_THROTTLE_RATES": {"payments": "100000/min", "auth": "100000/min"},
+        "DEFAULT_THROTTLE_RATES": {"auth": "100000/min"},
     }
+    settings.PAYMENTS = {**settings.PAYMENTS, "THROTTLE_RATES": {"payments": None, "payment_status": None}}
     booking = BookingFactory(event=EventFactory(pk=1))
     BookingFactory(pk=2, event=booking.event, user=booking.user)
     return {"Authorization": f"Bearer {AccessToken.for_user(booking.user)}"}

@@ -15,11 +15,11 @@ from bookings.api.serializers import BookingCreateSerializer, BookingSerializer,
 from bookings.models import Booking
 from bookings.selectors import bookings_with_payment_status, upcoming_events
 from payments.api.errors import ErrorSerializer
-from payments.api.throttles import PaymentRateThrottle
+from payments.api.throttles import CountingUserRateThrottle
 from payments.api.views import ERRORS, PayablePaymentHistoryViewSet, PayablePaymentViewSet
 
 
-class BookingRateThrottle(PaymentRateThrottle):
+class BookingRateThrottle(CountingUserRateThrottle):
     """New bookings per user (REST_FRAMEWORK['DEFAULT_THROTTLE_RATES']['bookings'])."""
 
     scope = "bookings"

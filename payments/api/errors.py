@@ -1,4 +1,7 @@
-"""One error envelope for every API failure: {"error": {code, message, decline_code, param}}."""
+"""One error envelope for every API failure: {"error": {code, message, decline_code, param}}.
+
+Opt in with REST_FRAMEWORK["EXCEPTION_HANDLER"] = "payments.api.errors.exception_handler" (or call
+it from a handler of your own, as the booking site does for its JWT errors)."""
 
 from __future__ import annotations
 
@@ -10,7 +13,6 @@ from django.db import OperationalError
 from django.http import Http404
 from rest_framework import exceptions, serializers, status
 from rest_framework.response import Response
-from rest_framework_simplejwt.exceptions import InvalidToken, TokenError
 
 from payments.exceptions import PaymentError, ProviderError
 
@@ -87,10 +89,6 @@ def exception_handler(exc, context):
     if isinstance(exc, DjangoValidationError):
         message = exc.messages[0] if exc.messages else "Invalid input."
         return error_response(getattr(exc, "code", None) or "invalid", message, status.HTTP_400_BAD_REQUEST)
-    if isinstance(exc, InvalidToken | TokenError):
-        return error_response(
-            "token_not_valid", "The token is invalid or expired.", status.HTTP_401_UNAUTHORIZED
-        )
     if isinstance(exc, Http404 | ObjectDoesNotExist):
         return error_response("not_found", "Not found.", status.HTTP_404_NOT_FOUND)
     if isinstance(exc, PermissionDenied):
@@ -104,7 +102,8 @@ def exception_handler(exc, context):
         headers = {"Retry-After": str(int(seconds))} if seconds else None
         return error_response("throttled", f"Too many requests.{wait}", 429, headers=headers)
     if isinstance(exc, exceptions.NotAuthenticated | exceptions.AuthenticationFailed):
-        # simplejwt's detail is a dict ({"detail": ..., "code": ...}): its words, never its repr.
+        # An authentication package's detail may be a dict ({"detail": ..., "code": ...}): its
+        # words, never its repr.
         _param, message, _code_of = _first_error(exc.detail)
         response = error_response(_code(exc, "not_authenticated"), message, status.HTTP_401_UNAUTHORIZED)
         response["WWW-Authenticate"] = 'Bearer realm="api"'

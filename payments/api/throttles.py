@@ -7,6 +7,8 @@ from django.conf import settings
 from django.core.cache import cache
 from rest_framework.throttling import SimpleRateThrottle
 
+from payments.conf import payments_settings
+
 logger = logging.getLogger(__name__)
 
 
@@ -17,6 +19,7 @@ class CountingRateThrottle(SimpleRateThrottle):
     requests overwrite each other's counts; an increment cannot be lost. The rate is read from
     REST_FRAMEWORK at each request. When the cache is down the request is let through and
     logged: a throttle must never turn an outage of Redis into 500s on payment endpoints.
+    Subclasses may read their rate elsewhere (the payments throttles: PAYMENTS["THROTTLE_RATES"]).
     """
 
     def get_rate(self):
@@ -49,17 +52,25 @@ class CountingRateThrottle(SimpleRateThrottle):
         return getattr(self, "_wait", None)
 
 
-class PaymentRateThrottle(CountingRateThrottle):
-    """At most REST_FRAMEWORK['DEFAULT_THROTTLE_RATES']['payments'] per user."""
-
-    scope = "payments"
+class CountingUserRateThrottle(CountingRateThrottle):
+    """Counted per user (per address for anonymous requests); the rate from REST framework's
+    DEFAULT_THROTTLE_RATES[scope]."""
 
     def get_cache_key(self, request, view):
         ident = request.user.pk if request.user and request.user.is_authenticated else self.get_ident(request)
         return self.cache_format % {"scope": self.scope, "ident": ident}
 
 
+class PaymentRateThrottle(CountingUserRateThrottle):
+    """At most PAYMENTS['THROTTLE_RATES']['payments'] per user."""
+
+    scope = "payments"
+
+    def get_rate(self):
+        return payments_settings.THROTTLE_RATES.get(self.scope or "")
+
+
 class StatusRateThrottle(PaymentRateThrottle):
-    """Status polls per user (REST_FRAMEWORK['DEFAULT_THROTTLE_RATES']['payment_status']; none if unset)."""
+    """Status polls per user (PAYMENTS['THROTTLE_RATES']['payment_status']; none if None)."""
 
     scope = "payment_status"

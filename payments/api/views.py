@@ -6,7 +6,6 @@ import logging
 from datetime import datetime, timedelta
 
 from django.core.cache import cache
-from django.db import connection
 from django.http import Http404
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import mixins, permissions, status, viewsets
@@ -21,7 +20,6 @@ from payments.api.serializers import (
     CheckoutRequestSerializer,
     CheckoutResponseSerializer,
     ConfirmRequestSerializer,
-    HealthSerializer,
     IntentRequestSerializer,
     IntentResponseSerializer,
     PaymentConfigSerializer,
@@ -35,9 +33,9 @@ from payments.api.serializers import (
 from payments.api.throttles import PaymentRateThrottle, StatusRateThrottle
 from payments.conf import payments_settings
 from payments.exceptions import IllegalTransition, RefundNotAllowed
-from payments.gateway import get_gateway
 from payments.models import Payment
 from payments.services import PaymentResult
+from payments.states import PaymentStatus
 
 logger = logging.getLogger(__name__)
 
@@ -160,10 +158,20 @@ class PayablePaymentViewSet(viewsets.GenericViewSet):
         """Confirm the open payment, optionally with a new card; may answer requires_action."""
         body = ConfirmRequestSerializer(data=request.data)
         body.is_valid(raise_exception=True)
-        payment = self.latest_payment(self.get_payable())
-        result = services.payment_confirm(
-            payment=payment, payment_method_id=body.validated_data.get("payment_method_id", "")
-        )
+        payable = self.get_payable()
+        payment = self.latest_payment(payable)
+        method = body.validated_data.get("payment_method_id", "")
+        if payment.status == PaymentStatus.CREATED and not payment.stripe_payment_intent_id:
+            # Making the intent failed (Stripe unreachable): trying again starts it with the
+            # attempt's key, through the host's checks (the payable may no longer be payable).
+            result = self.start_payment(
+                payable,
+                payment_method_id=method,
+                confirm=bool(method),
+                save_payment_method=payment.save_payment_method,
+            )
+        else:
+            result = services.payment_confirm(payment=payment, payment_method_id=method)
         return Response(_intent_body(result))
 
     @extend_schema(request=None, responses={200: PaymentSerializer, **PAY_ERRORS})
@@ -341,44 +349,3 @@ class PaymentMethodViewSet(viewsets.ViewSet):
             },
             status=status.HTTP_201_CREATED,
         )
-
-
-class HealthView(APIView):
-    """200 when the database, the broker and Stripe answer; 503 naming what does not."""
-
-    permission_classes = [permissions.AllowAny]
-    authentication_classes: list = []
-
-    @extend_schema(responses={200: HealthSerializer, 503: HealthSerializer})
-    def get(self, request: Request) -> Response:
-        checks = {"database": self._database(), "broker": self._broker(), "stripe": self._stripe()}
-        healthy = all(value == "ok" for value in checks.values())
-        return Response({"healthy": healthy, **checks}, status=200 if healthy else 503)
-
-    @staticmethod
-    def _database() -> str:
-        try:
-            with connection.cursor() as cursor:
-                cursor.execute("SELECT 1")
-        except Exception:
-            return "unavailable"
-        return "ok"
-
-    @staticmethod
-    def _broker() -> str:
-        from celery import current_app
-
-        try:
-            with current_app.connection_for_write() as conn:
-                conn.ensure_connection(max_retries=1, timeout=2)
-        except Exception:
-            return "unavailable"
-        return "ok"
-
-    @staticmethod
-    def _stripe() -> str:
-        try:
-            get_gateway().check_reachable()
-        except Exception:
-            return "unavailable"
-        return "ok"

@@ -9,8 +9,5 @@ class Donation(models.Model):
     amount = models.BigIntegerField()
     currency = models.CharField(max_length=3, default="usd")
 
-    class Meta:
-        app_label = "payable_app"
-
     def __str__(self) -> str:
         return f"Donation {self.pk}"

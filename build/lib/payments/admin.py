@@ -1,0 +1,437 @@
+"""Django admin for payments: read-only money and provider fields, refunds behind a permission."""
+
+from __future__ import annotations
+
+from django import forms
+from django.contrib import admin, messages
+from django.contrib.admin import helpers
+from django.contrib.admin.models import CHANGE, LogEntry
+from django.core.exceptions import PermissionDenied
+from django.core.exceptions import ValidationError as DjangoValidationError
+from django.core.paginator import Paginator
+from django.db import connection
+from django.shortcuts import get_object_or_404, redirect
+from django.template.response import TemplateResponse
+from django.urls import path, reverse
+from django.utils.functional import cached_property
+from django.utils.html import format_html
+
+from payments import money, services
+from payments.conf import payments_settings
+from payments.exceptions import PaymentError
+from payments.models import Customer, Dispute, Payment, ReconcileState, Refund, WebhookEvent
+from payments.policy import REFUND_PERMISSION
+from payments.states import REFUNDABLE_STATUSES
+from payments.webhooks import webhook_events_replay
+
+
+class EstimatedCountPaginator(Paginator):
+    """Counts an unfiltered large table from PostgreSQL's statistics instead of COUNT(*)."""
+
+    ESTIMATE_ABOVE = 50_000
+
+    @cached_property
+    def count(self) -> int:
+        query = getattr(self.object_list, "query", None)
+        model = getattr(self.object_list, "model", None)
+        if query is not None and model is not None and not query.where and connection.vendor == "postgresql":
+            with connection.cursor() as cursor:
+                cursor.execute(
+                    "SELECT reltuples::bigint FROM pg_class WHERE relname = %s", [model._meta.db_table]
+                )
+                row = cursor.fetchone()
+            if row and row[0] > self.ESTIMATE_ABOVE:
+                return int(row[0])
+        return super().count
+
+
+def _dashboard(kind: str, stripe_id: str):
+    if not stripe_id:
+        return "-"
+    mode = "" if (payments_settings.SECRET_KEY or "").startswith(("sk_live_", "rk_live_")) else "test/"
+    return format_html(
+        '<a href="https://dashboard.stripe.com/{}{}/{}" target="_blank" rel="noopener">{}</a>',
+        mode,
+        kind,
+        stripe_id,
+        stripe_id,
+    )
+
+
+class ReadOnlyAdmin(admin.ModelAdmin):
+    """Rows written only by the services: visible, never added, edited or deleted here."""
+
+    def has_add_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return False
+
+
+class RefundInline(admin.TabularInline):
+    model = Refund
+    extra = 0
+    can_delete = False
+    fields = ("id", "amount_display", "status", "reason", "refund_link", "requested_by", "created_at")
+    readonly_fields = fields
+
+    def has_add_permission(self, request, obj=None) -> bool:
+        return False
+
+    @admin.display(description="amount")
+    def amount_display(self, refund: Refund) -> str:
+        return money.format_amount(refund.amount, refund.currency)
+
+    @admin.display(description="Stripe refund")
+    def refund_link(self, refund: Refund):
+        return _dashboard("refunds", refund.stripe_refund_id)
+
+
+class RefundForm(forms.Form):
+    amount = forms.CharField(help_text="In the currency's major unit, e.g. 12.50.")
+    reason = forms.ChoiceField(
+        choices=[
+            ("requested_by_customer", "Requested by customer"),
+            ("duplicate", "Duplicate"),
+            ("fraudulent", "Fraudulent"),
+            ("other", "Other"),
+        ],
+    )
+
+    def __init__(self, *args, payment: Payment, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.payment = payment
+
+    def clean_amount(self) -> int:
+        try:
+            minor = money.to_minor(self.cleaned_data["amount"], self.payment.currency)
+        except DjangoValidationError as exc:
+            raise forms.ValidationError(exc.messages[0]) from None
+        refundable = self.payment.refundable_amount()
+        if not 0 < minor <= refundable:
+            most = money.format_amount(refundable, self.payment.currency)
+            raise forms.ValidationError(f"Give an amount above zero and at most {most}.")
+        return minor
+
+
+@admin.register(Payment)
+class PaymentAdmin(ReadOnlyAdmin):
+    list_display = ("id", "status", "amount", "owner_email", "description", "intent_link", "created_at")
+    list_filter = ("status", "currency", ("created_at", admin.DateFieldListFilter))
+    search_fields = (
+        "=stripe_payment_intent_id",
+        "=stripe_charge_id",
+        "=stripe_checkout_session_id",
+        "=owner__email",
+        "description",
+    )
+    list_select_related = ("owner",)
+    show_full_result_count = False
+    paginator = EstimatedCountPaginator
+    ordering = ("-created_at", "-id")
+    inlines = (RefundInline,)
+    actions = ("refund_in_full",)
+    readonly_fields = (
+        "refund_button",
+        "status",
+        "unwanted_reason",
+        "amount",
+        "subtotal_display",
+        "fee_display",
+        "refunded_display",
+        "owner",
+        "description",
+        "payable_reference",
+        "attempt",
+        "intent_link",
+        "charge_link",
+        "checkout_session",
+        "customer_link",
+        "stripe_status",
+        "card_brand",
+        "card_last4",
+        "last_error_code",
+        "last_error_decline_code",
+        "last_error_message",
+        "idempotency_key",
+        "created_at",
+        "updated_at",
+        "succeeded_at",
+    )
+    fields = readonly_fields
+
+    # A search term that is plainly a Stripe id or an email uses that column's index alone
+    # (OR-ing it with the free-text description would scan the whole table).
+    ID_PREFIXES = {
+        "pi_": "stripe_payment_intent_id",
+        "ch_": "stripe_charge_id",
+        "py_": "stripe_charge_id",
+        "cs_": "stripe_checkout_session_id",
+        "cus_": "stripe_customer_id",
+    }
+
+    def get_search_results(self, request, queryset, search_term):
+        term = search_term.strip()
+        for prefix, field in self.ID_PREFIXES.items():
+            if term.startswith(prefix) and " " not in term:
+                return queryset.filter(**{field: term}), False
+        if "@" in term and " " not in term:
+            return queryset.filter(owner__email__iexact=term), False
+        return super().get_search_results(request, queryset, search_term)
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        # Staff may open a payment (to see it and refund it); every field stays read-only.
+        return request.user.is_staff and request.user.has_perm("payments.view_payment")
+
+    def has_refund_permission(self, request) -> bool:
+        return request.user.has_perm(REFUND_PERMISSION)
+
+    @admin.display(description="total", ordering="total")
+    def amount(self, payment: Payment) -> str:
+        return money.format_amount(payment.total, payment.currency)
+
+    @admin.display(description="subtotal")
+    def subtotal_display(self, payment: Payment) -> str:
+        return money.format_amount(payment.subtotal, payment.currency)
+
+    @admin.display(description="fee")
+    def fee_display(self, payment: Payment) -> str:
+        return money.format_amount(payment.fee, payment.currency)
+
+    @admin.display(description="refunded")
+    def refunded_display(self, payment: Payment) -> str:
+        return money.format_amount(payment.refunded_amount(), payment.currency)
+
+    @admin.display(description="owner", ordering="owner__email")
+    def owner_email(self, payment: Payment) -> str:
+        return payment.owner.email or payment.owner.get_username()
+
+    @admin.display(description="payment intent")
+    def intent_link(self, payment: Payment):
+        return _dashboard("payments", payment.stripe_payment_intent_id)
+
+    @admin.display(description="charge")
+    def charge_link(self, payment: Payment):
+        return _dashboard("payments", payment.stripe_charge_id)
+
+    @admin.display(description="checkout session")
+    def checkout_session(self, payment: Payment) -> str:
+        return payment.stripe_checkout_session_id or "-"
+
+    @admin.display(description="customer")
+    def customer_link(self, payment: Payment):
+        return _dashboard("customers", payment.stripe_customer_id)
+
+    @admin.display(description="refund")
+    def refund_button(self, payment: Payment):
+        if payment.status not in REFUNDABLE_STATUSES:
+            return "Not refundable in this state."
+        url = reverse("admin:payments_payment_refund", args=[payment.pk])
+        return format_html('<a class="button" href="{}">Refund…</a>', url)
+
+    def get_urls(self):
+        return [
+            path(
+                "<int:payment_id>/refund/",
+                self.admin_site.admin_view(self.refund_view),
+                name="payments_payment_refund",
+            ),
+            *super().get_urls(),
+        ]
+
+    def _log_refund(self, request, payment: Payment, refund: Refund) -> None:
+        LogEntry.objects.log_actions(
+            user_id=request.user.pk,
+            queryset=[payment],
+            action_flag=CHANGE,
+            single_object=True,
+            change_message=(
+                f"Refunded {money.format_amount(refund.amount, refund.currency)} (refund {refund.pk}, "
+                f"Stripe {refund.stripe_refund_id or 'pending'}, reason {refund.reason})."
+            ),
+        )
+
+    def refund_view(self, request, payment_id: int):
+        """The refund form, a confirmation step, then the refund service."""
+        if not self.has_refund_permission(request):
+            raise PermissionDenied
+        payment = get_object_or_404(Payment, pk=payment_id)
+        change_url = reverse("admin:payments_payment_change", args=[payment.pk])
+        refundable = payment.refundable_amount()
+        initial = {
+            "amount": str(money.to_major(refundable, payment.currency)),
+            "reason": "requested_by_customer",
+        }
+        form = RefundForm(request.POST or None, payment=payment, initial=initial)
+        confirming = request.method == "POST" and form.is_valid()
+        if confirming and request.POST.get("confirmed") == "yes":
+            try:
+                refund = services.refund_create(
+                    payment=payment,
+                    amount=form.cleaned_data["amount"],
+                    reason=form.cleaned_data["reason"],
+                    requested_by=request.user,
+                )
+            except PaymentError as error:
+                self.message_user(request, f"Refund not made: {error.message}", messages.ERROR)
+                return redirect(change_url)
+            self._log_refund(request, payment, refund)
+            done = "made" if refund.stripe_refund_id else "queued (Stripe did not answer; it will be retried)"
+            self.message_user(
+                request,
+                f"Refund of {money.format_amount(refund.amount, refund.currency)} {done}: "
+                f"{refund.stripe_refund_id or 'pending'}.",
+                messages.SUCCESS,
+            )
+            return redirect(change_url)
+        context = {
+            **self.admin_site.each_context(request),
+            "title": f"Refund payment {payment.pk}",
+            "opts": self.model._meta,
+            "payment": payment,
+            "form": form,
+            "confirming": confirming,
+            "amount_display": money.format_amount(form.cleaned_data["amount"], payment.currency)
+            if confirming
+            else "",
+            "refundable_display": money.format_amount(refundable, payment.currency),
+            "total_display": money.format_amount(payment.total, payment.currency),
+            "change_url": change_url,
+        }
+        return TemplateResponse(request, "admin/payments/payment/refund.html", context)
+
+    @admin.action(description="Refund selected payments in full", permissions=["refund"])
+    def refund_in_full(self, request, queryset):
+        payments = list(queryset.filter(status__in=REFUNDABLE_STATUSES).select_related("owner"))
+        if request.POST.get("confirmed") != "yes":
+            rows = [(p, money.format_amount(p.refundable_amount(), p.currency)) for p in payments]
+            return TemplateResponse(
+                request,
+                "admin/payments/payment/refund_bulk.html",
+                {
+                    **self.admin_site.each_context(request),
+                    "title": "Refund payments in full",
+                    "opts": self.model._meta,
+                    "rows": rows,
+                    "skipped": queryset.count() - len(payments),
+                    "selected": request.POST.getlist(helpers.ACTION_CHECKBOX_NAME),
+                },
+            )
+        made, failed = 0, []
+        for payment in payments:
+            try:
+                refund = services.refund_create(
+                    payment=payment, reason="requested_by_customer", requested_by=request.user
+                )
+            except PaymentError as error:
+                failed.append(f"payment {payment.pk}: {error.message}")
+                continue
+            self._log_refund(request, payment, refund)
+            made += 1
+        self.message_user(request, f"{made} payment(s) refunded in full.", messages.SUCCESS)
+        if failed:
+            self.message_user(request, "Not refunded: " + "; ".join(failed), messages.ERROR)
+        return None
+
+
+@admin.register(Refund)
+class RefundAdmin(ReadOnlyAdmin):
+    list_display = (
+        "id",
+        "payment_id",
+        "amount_display",
+        "status",
+        "refund_link",
+        "requested_by",
+        "created_at",
+    )
+    list_filter = ("status", "currency", ("created_at", admin.DateFieldListFilter))
+    search_fields = ("=stripe_refund_id", "=payment__stripe_payment_intent_id", "=payment__owner__email")
+    list_select_related = ("requested_by",)
+    show_full_result_count = False
+    paginator = EstimatedCountPaginator
+
+    @admin.display(description="amount", ordering="amount")
+    def amount_display(self, refund: Refund) -> str:
+        return money.format_amount(refund.amount, refund.currency)
+
+    @admin.display(description="Stripe refund")
+    def refund_link(self, refund: Refund):
+        return _dashboard("refunds", refund.stripe_refund_id)
+
+
+@admin.register(WebhookEvent)
+class WebhookEventAdmin(ReadOnlyAdmin):
+    list_display = ("stripe_event_id", "type", "status", "attempts", "error", "received_at", "processed_at")
+    list_filter = ("status", "type", ("received_at", admin.DateFieldListFilter))
+    search_fields = ("=stripe_event_id", "type")
+    show_full_result_count = False
+    paginator = EstimatedCountPaginator
+    actions = ("replay",)
+    readonly_fields = (
+        "stripe_event_id",
+        "type",
+        "status",
+        "attempts",
+        "last_error",
+        "api_version",
+        "livemode",
+        "received_at",
+        "processed_at",
+        "payload",
+    )
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return request.user.is_staff and request.user.has_perm("payments.view_webhookevent")
+
+    @admin.display(description="last error")
+    def error(self, event: WebhookEvent) -> str:
+        return (event.last_error[:80] + "…") if len(event.last_error) > 80 else event.last_error
+
+    @admin.action(description="Replay selected events", permissions=["replay"])
+    def replay(self, request, queryset):
+        results = webhook_events_replay(events=list(queryset))
+        failed = [e.stripe_event_id for e in results if e.status == WebhookEvent.Status.FAILED]
+        self.message_user(request, f"{len(results) - len(failed)} event(s) replayed.", messages.SUCCESS)
+        if failed:
+            self.message_user(request, f"Still failing: {', '.join(failed)}", messages.ERROR)
+
+    def has_replay_permission(self, request) -> bool:
+        return request.user.has_perm("payments.change_webhookevent")
+
+
+@admin.register(Dispute)
+class DisputeAdmin(ReadOnlyAdmin):
+    list_display = (
+        "stripe_dispute_id",
+        "payment_id",
+        "amount_display",
+        "reason",
+        "status",
+        "evidence_due_by",
+    )
+    list_filter = ("status", "reason")
+    search_fields = ("=stripe_dispute_id", "=payment__stripe_payment_intent_id")
+
+    @admin.display(description="amount")
+    def amount_display(self, dispute: Dispute) -> str:
+        return money.format_amount(dispute.amount, dispute.currency)
+
+
+@admin.register(Customer)
+class CustomerAdmin(ReadOnlyAdmin):
+    list_display = ("user", "customer_link", "created_at")
+    search_fields = ("=stripe_customer_id", "user__email", "user__username")
+    list_select_related = ("user",)
+
+    @admin.display(description="Stripe customer")
+    def customer_link(self, customer: Customer):
+        return _dashboard("customers", customer.stripe_customer_id)
+
+
+@admin.register(ReconcileState)
+class ReconcileStateAdmin(ReadOnlyAdmin):
+    list_display = ("name", "last_started_at", "last_finished_at", "last_unresolved")

@@ -1,0 +1,325 @@
+"""Reconciliation with Stripe: read what changed there, fix what moved forward, report the rest.
+
+Stripe is read in pages (list calls), never one retrieve per payment, in this order:
+the Events API for what webhooks missed (stored and processed like a delivery), then
+Refunds (refunds made in the dashboard are imported), then PaymentIntents (compared
+with local rows: a payment behind Stripe is moved forward through the same services
+as webhooks; amounts that differ are reported, never overwritten). Local successes
+Stripe never showed are looked up one by one (they should be none) and reported.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timedelta
+
+from django.db import models, transaction
+from django.utils import timezone
+
+from payments import services
+from payments.exceptions import ProviderError
+from payments.gateway import get_gateway
+from payments.gateway.base import IntentInfo, Page
+from payments.models import Payment, ReconcileState, Refund, WebhookEvent
+from payments.states import PAID_STATUSES, PaymentStatus, RefundStatus, can_transition
+from payments.webhooks import webhook_event_process, webhook_event_store
+
+logger = logging.getLogger(__name__)
+
+# Read a little before the last run's start: Stripe objects created while it ran.
+OVERLAP = timedelta(hours=1)
+FIRST_RUN_WINDOW = timedelta(days=30)
+_HELD = (RefundStatus.PENDING, RefundStatus.REQUIRES_ACTION, RefundStatus.SUCCEEDED)
+
+
+@dataclass
+class Finding:
+    """One difference between the local books and Stripe."""
+
+    kind: str
+    stripe_id: str
+    payment_id: int | None = None
+    local: str = ""
+    stripe: str = ""
+    fixed: bool = False
+
+
+@dataclass
+class Report:
+    started_at: datetime
+    since: datetime | None
+    dry_run: bool
+    events_checked: int = 0
+    refunds_checked: int = 0
+    intents_checked: int = 0
+    # Objects another installation on the same Stripe account made: skipped, never applied.
+    other_installation: int = 0
+    findings: list[Finding] = field(default_factory=list)
+
+    @property
+    def fixed(self) -> list[Finding]:
+        return [f for f in self.findings if f.fixed]
+
+    @property
+    def unresolved(self) -> list[Finding]:
+        return [f for f in self.findings if not f.fixed]
+
+    def as_dict(self) -> dict:
+        return {
+            "started_at": self.started_at.isoformat(),
+            "since": self.since.isoformat() if self.since else None,
+            "dry_run": self.dry_run,
+            "checked": {
+                "events": self.events_checked,
+                "refunds": self.refunds_checked,
+                "payment_intents": self.intents_checked,
+            },
+            "other_installation": self.other_installation,
+            "fixed": len(self.fixed),
+            "unresolved": len(self.unresolved),
+            "findings": [asdict(f) for f in self.findings],
+        }
+
+
+def _pages(fetch: Callable[[str | None], Page]):
+    cursor = None
+    while True:
+        page = fetch(cursor)
+        yield page.items
+        if not page.has_more or not page.next_cursor:
+            return
+        cursor = page.next_cursor
+
+
+def _refunded_by_payment(payment_ids) -> dict[int, int]:
+    rows = (
+        Refund.objects.filter(payment_id__in=payment_ids, status__in=_HELD)
+        .exclude(stripe_refund_id="")
+        .values("payment_id")
+        .annotate(total=models.Sum("amount"))
+    )
+    return {row["payment_id"]: row["total"] for row in rows}
+
+
+class _Run:
+    def __init__(self, *, since, dry_run, progress):
+        self.gateway = get_gateway()
+        self.report = Report(started_at=timezone.now(), since=since, dry_run=dry_run)
+        self.since_ts = int(since.timestamp()) if since else None
+        self.dry_run = dry_run
+        self.progress = progress or (lambda message: None)
+        self.seen_intents: set[str] = set()
+
+    def add(self, finding: Finding) -> None:
+        self.report.findings.append(finding)
+        log = logger.info if finding.fixed else logger.warning
+        log("reconcile finding", extra=asdict(finding))
+
+    # 1. Events webhooks missed ----------------------------------------------------------
+
+    def events(self) -> None:
+        for items in _pages(lambda c: self.gateway.list_events(created_gt=self.since_ts, cursor=c)):
+            known = set(
+                WebhookEvent.objects.filter(stripe_event_id__in=[e.id for e in items]).values_list(
+                    "stripe_event_id", flat=True
+                )
+            )
+            for event in items:
+                self.report.events_checked += 1
+                if event.id in known:
+                    continue
+                if services.is_foreign(event.object.get("metadata")):
+                    self.report.other_installation += 1
+                    continue
+                fixed = False
+                if not self.dry_run:
+                    row, _ = webhook_event_store(event=event)
+                    fixed = webhook_event_process(event_id=row.pk).status in ("processed", "ignored")
+                self.add(
+                    Finding("missed_event", event.id, local="not received", stripe=event.type, fixed=fixed)
+                )
+            self.progress(f"{self.report.events_checked} events checked")
+
+    # 2. Refunds made at Stripe -------------------------------------------------------------
+
+    def refunds(self) -> None:
+        for items in _pages(lambda c: self.gateway.list_refunds(created_gte=self.since_ts, cursor=c)):
+            known = set(
+                Refund.objects.filter(stripe_refund_id__in=[r.id for r in items]).values_list(
+                    "stripe_refund_id", flat=True
+                )
+            )
+            for info in items:
+                self.report.refunds_checked += 1
+                if info.id in known or info.status not in _HELD:
+                    continue
+                if services.is_foreign(info.metadata):
+                    self.report.other_installation += 1
+                    continue
+                ours = (
+                    Payment.objects.filter(
+                        models.Q(stripe_payment_intent_id=info.intent_id)
+                        | models.Q(stripe_charge_id=info.charge_id)
+                    )
+                    .exclude(stripe_payment_intent_id="", stripe_charge_id="")
+                    .values_list("pk", flat=True)
+                    .first()
+                )
+                if ours is None:
+                    continue
+                refund = None if self.dry_run else services.refund_sync(info=info)
+                self.add(
+                    Finding(
+                        "refund_missing",
+                        info.id,
+                        ours,
+                        "no refund",
+                        f"{info.amount} {info.currency}",
+                        fixed=refund is not None,
+                    )
+                )
+            self.progress(f"{self.report.refunds_checked} refunds checked")
+
+    # 3. PaymentIntents -------------------------------------------------------------------------
+
+    def intents(self) -> None:
+        for items in _pages(lambda c: self.gateway.list_intents(created_gte=self.since_ts, cursor=c)):
+            local = {
+                p.stripe_payment_intent_id: p
+                for p in Payment.objects.filter(stripe_payment_intent_id__in=[i.id for i in items])
+            }
+            refunded = _refunded_by_payment([p.pk for p in local.values()])
+            for intent in items:
+                self.report.intents_checked += 1
+                self.seen_intents.add(intent.id)
+                if intent.id not in local and services.is_foreign(intent.metadata):
+                    self.report.other_installation += 1
+                    continue
+                self.compare(intent, local.get(intent.id), refunded)
+            self.progress(f"{self.report.intents_checked} payment intents checked")
+
+    def compare(self, intent: IntentInfo, payment: Payment | None, refunded: dict[int, int]) -> None:
+        if payment is None:
+            # Ours by this installation's mark, its id not stored yet (a crash right after creating it).
+            claimed = services.payment_id_for(metadata=intent.metadata)
+            payment = (
+                Payment.objects.filter(pk=claimed, stripe_payment_intent_id="").first() if claimed else None
+            )
+            if payment is None:
+                if intent.status == PaymentStatus.SUCCEEDED:
+                    self.add(
+                        Finding(
+                            "no_local_payment",
+                            intent.id,
+                            None,
+                            "none",
+                            f"succeeded {intent.amount} {intent.currency}",
+                        )
+                    )
+                return
+        if (intent.amount, intent.currency) != (payment.total, payment.currency):
+            self.add(
+                Finding(
+                    "amount_mismatch",
+                    intent.id,
+                    payment.pk,
+                    f"{payment.total} {payment.currency}",
+                    f"{intent.amount} {intent.currency}",
+                )
+            )
+            return
+        disputed = payment.status == PaymentStatus.DISPUTED  # the intent says nothing of a dispute
+        if not disputed and intent.status != payment.status and can_transition(payment.status, intent.status):
+            fixed = (
+                not self.dry_run
+                and services.payment_sync_intent(intent=intent, payment_id=payment.pk) is not None
+            )
+            # Money for a canceled attempt: the sync has refunded it; say so, not just "behind".
+            kind = "paid_after_cancel" if payment.status == PaymentStatus.CANCELED else "status_behind"
+            self.add(Finding(kind, intent.id, payment.pk, payment.status, intent.status, fixed=fixed))
+        elif payment.status in PAID_STATUSES and intent.status != PaymentStatus.SUCCEEDED:
+            self.add(
+                Finding("local_paid_not_at_stripe", intent.id, payment.pk, payment.status, intent.status)
+            )
+        # Refunds were imported in the step before, so the page's totals are current.
+        local_refunded = refunded.get(payment.pk, 0)
+        if intent.amount_refunded is not None and intent.amount_refunded != local_refunded:
+            self.add(
+                Finding(
+                    "refund_mismatch",
+                    intent.id,
+                    payment.pk,
+                    f"refunded {local_refunded}",
+                    f"refunded {intent.amount_refunded}",
+                )
+            )
+
+    # 4. Local successes Stripe did not list ------------------------------------------------------
+
+    def local_successes(self, since: datetime | None) -> None:
+        paid = Payment.objects.filter(status__in=PAID_STATUSES).exclude(stripe_payment_intent_id="")
+        if since is not None:
+            paid = paid.filter(updated_at__gte=since)
+        for payment in paid.exclude(stripe_payment_intent_id__in=self.seen_intents).iterator():
+            try:
+                intent = self.gateway.retrieve_intent(payment.stripe_payment_intent_id)
+            except ProviderError as error:
+                if error.code == "resource_missing":
+                    self.add(
+                        Finding(
+                            "unknown_at_stripe",
+                            payment.stripe_payment_intent_id,
+                            payment.pk,
+                            payment.status,
+                            "missing",
+                        )
+                    )
+                    continue
+                raise
+            self.seen_intents.add(intent.id)
+            self.compare(intent, payment, _refunded_by_payment([payment.pk]))
+
+
+def payments_reconcile(
+    *,
+    since: datetime | None = None,
+    everything: bool = False,
+    payment_id: int | None = None,
+    dry_run: bool = False,
+    progress: Callable[[str], None] | None = None,
+) -> Report:
+    """Compare local payments and refunds with Stripe; see the module's docstring.
+
+    By default only what changed since the last run (a stored cursor) is read; `since`
+    or `everything` choose the window; `payment_id` checks one payment.
+    """
+    state, _ = ReconcileState.objects.get_or_create(name="default")
+    if payment_id is not None:
+        payment = Payment.objects.get(pk=payment_id)
+        run = _Run(since=None, dry_run=dry_run, progress=progress)
+        if payment.stripe_payment_intent_id:
+            intent = run.gateway.retrieve_intent(payment.stripe_payment_intent_id)
+            run.report.intents_checked = 1
+            run.compare(intent, payment, _refunded_by_payment([payment.pk]))
+        return run.report
+    if since is None and not everything:
+        since = (
+            (state.last_started_at - OVERLAP) if state.last_started_at else timezone.now() - FIRST_RUN_WINDOW
+        )
+    if everything:
+        since = None
+    run = _Run(since=since, dry_run=dry_run, progress=progress)
+    run.events()
+    run.refunds()
+    run.intents()
+    run.local_successes(since)
+    if not dry_run:
+        with transaction.atomic():
+            ReconcileState.objects.filter(pk=state.pk).update(
+                last_started_at=run.report.started_at,
+                last_finished_at=timezone.now(),
+                last_unresolved=len(run.report.unresolved),
+            )
+    return run.report

@@ -1,0 +1,93 @@
+"""Celery tasks of the payments app: each takes ids, loads rows and calls one service."""
+
+from __future__ import annotations
+
+import logging
+
+from celery import shared_task
+from django.utils import timezone
+
+from payments import services
+from payments.conf import payments_settings
+from payments.exceptions import ProviderError
+from payments.models import Refund, WebhookEvent
+from payments.queue import backoff, enqueue
+from payments.reconcile import payments_reconcile
+from payments.states import RefundStatus
+from payments.webhooks import webhook_event_process
+
+logger = logging.getLogger(__name__)
+
+
+@shared_task(bind=True, acks_late=True, max_retries=None)
+def process_webhook_event(self, event_id: int) -> str:
+    """Process a stored webhook event; a failure is retried with backoff up to WEBHOOK_MAX_ATTEMPTS."""
+    if not WebhookEvent.objects.filter(pk=event_id).exists():
+        return "missing"
+    row = webhook_event_process(event_id=event_id)
+    if row.status == WebhookEvent.Status.FAILED and row.attempts < payments_settings.WEBHOOK_MAX_ATTEMPTS:
+        raise self.retry(countdown=backoff(row.attempts))
+    return row.status
+
+
+@shared_task(bind=True, acks_late=True, max_retries=None)
+def retry_refund(self, refund_id: int) -> str:
+    """Submit a refund that could not reach Stripe, with its own key, until it lands or we give up."""
+    refund = Refund.objects.filter(pk=refund_id).first()
+    if refund is None:
+        return "missing"
+    try:
+        refund = services.refund_submit(refund=refund)
+    except ProviderError as error:
+        attempt = self.request.retries + 1
+        if error.retryable and attempt < payments_settings.REFUND_RETRY_ATTEMPTS:
+            raise self.retry(countdown=backoff(attempt)) from None
+        services.refund_give_up(refund_id=refund_id, reason=error.message)
+        return "failed"
+    return refund.status
+
+
+@shared_task(acks_late=True)
+def expire_stale_payments() -> dict:
+    """Cancel open payment attempts nobody finished (scheduled by beat)."""
+    return services.payments_expire_stale(older_than=payments_settings.OPEN_PAYMENT_TTL)
+
+
+@shared_task(acks_late=True)
+def sweep_webhook_events() -> dict:
+    """Re-enqueue events whose processing never started; report failed ones (scheduled by beat)."""
+    stale = WebhookEvent.objects.filter(
+        status=WebhookEvent.Status.PENDING,
+        received_at__lt=timezone.now() - payments_settings.WEBHOOK_SWEEP_AFTER,
+    ).values_list("pk", flat=True)[:1000]
+    for event_id in stale:
+        enqueue(process_webhook_event, event_id)
+    failed = WebhookEvent.objects.filter(
+        status=WebhookEvent.Status.FAILED, attempts__gte=payments_settings.WEBHOOK_MAX_ATTEMPTS
+    ).count()
+    if failed:
+        logger.error("webhook events failed for good: replay them", extra={"failed": failed})
+    return {"requeued": len(stale), "failed": failed}
+
+
+@shared_task(acks_late=True)
+def sweep_pending_refunds() -> int:
+    """Submit again the refunds Stripe has not heard of after REFUND_SWEEP_AFTER (their task was lost
+    with a broker outage or a killed worker); scheduled by beat every minute."""
+    stale = Refund.objects.filter(
+        status=RefundStatus.PENDING,
+        stripe_refund_id="",
+        updated_at__lt=timezone.now() - payments_settings.REFUND_SWEEP_AFTER,
+    ).values_list("pk", flat=True)[:500]
+    for refund_id in stale:
+        enqueue(retry_refund, refund_id)
+    return len(stale)
+
+
+@shared_task(acks_late=True)
+def reconcile_payments() -> dict:
+    """Compare with Stripe since the last run and fix what moved forward (scheduled by beat)."""
+    report = payments_reconcile()
+    if report.unresolved:
+        logger.error("reconciliation found discrepancies", extra={"unresolved": len(report.unresolved)})
+    return {"fixed": len(report.fixed), "unresolved": len(report.unresolved)}
