@@ -26,7 +26,8 @@ from django.utils import timezone
 from bookings.conf import booking_setting
 from bookings.models import Booking, EmailLog
 from payments import money
-from payments.models import Payment, Refund
+from payments import selectors as payment_selectors
+from payments.models import Payment
 from payments.queue import enqueue
 
 logger = logging.getLogger(__name__)
@@ -52,7 +53,7 @@ def _amount(minor: int, currency: str) -> str:
 
 
 def _latest_payment(booking: Booking) -> Payment | None:
-    return Payment.objects.for_payable(booking).order_by("-attempt").first()
+    return payment_selectors.latest_payment(booking)
 
 
 def compose(booking: Booking, kind: str) -> Email:
@@ -87,11 +88,11 @@ def compose(booking: Booking, kind: str) -> Email:
             context,
         )
     if kind.startswith("refund:"):
-        refund = Refund.objects.get(pk=int(kind.split(":", 1)[1]), payment__object_id=str(booking.pk))
+        refund = payment_selectors.refund_of(booking, int(kind.split(":", 1)[1]))
         context["refund_amount"] = _amount(refund.amount, refund.currency)
         return Email(booking.user.email, f"Refund for {booking.event.title}", "emails/refund", context)
     if kind.startswith("payment_failed:"):
-        failed = Payment.objects.get(pk=int(kind.split(":", 1)[1]), object_id=str(booking.pk))
+        failed = payment_selectors.payment_of(booking, int(kind.split(":", 1)[1]))
         context.update(payment=failed, retry_url=f"{site}/bookings/{booking.pk}/pay/")
         return Email(
             booking.user.email,

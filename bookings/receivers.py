@@ -11,6 +11,7 @@ from bookings.emails import email_queue
 from bookings.exceptions import BookingError
 from bookings.models import Booking
 from bookings.tasks import refund_unseated_payment
+from payments import selectors as payment_selectors
 from payments.queue import enqueue
 from payments.signals import (
     payment_canceled,
@@ -24,9 +25,7 @@ logger = logging.getLogger(__name__)
 
 
 def _booking_id(payment) -> int | None:
-    if payment.content_type.model_class() is not Booking:
-        return None
-    return int(payment.object_id)
+    return payment_selectors.payable_id(payment, Booking)
 
 
 @receiver(payment_succeeded, dispatch_uid="bookings.confirm_on_payment")

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from django.contrib.contenttypes.models import ContentType
-from django.db.models import CharField, IntegerField, OuterRef, QuerySet, Subquery, Sum
-from django.db.models.functions import Cast, Coalesce
+from django.db.models import IntegerField, OuterRef, QuerySet, Subquery, Sum
+from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from bookings.models import Booking, Event
-from payments.models import Payment
+from payments import selectors as payment_selectors
 
 
 def _seats_held():
@@ -35,21 +34,13 @@ def upcoming_events() -> QuerySet[Event]:
 def bookings_of(user) -> list[Booking]:
     """The user's bookings, each with `payment` (the latest attempt) and `refunded` (minor units)."""
     bookings = list(Booking.objects.filter(user=user).select_related("event").order_by("-created_at"))
-    latest: dict[str, Payment] = {}
-    payments = Payment.objects.filter(
-        content_type=ContentType.objects.get_for_model(Booking), object_id__in=[str(b.pk) for b in bookings]
-    )
-    for payment in payments.prefetch_related("refunds").order_by("attempt"):
-        latest[payment.object_id] = payment
+    latest = payment_selectors.latest_payments(Booking, bookings)
     for booking in bookings:
-        booking.payment = latest.get(str(booking.pk))
+        booking.payment = latest.get(booking.pk)
         booking.refunded = booking.payment.refunded_amount() if booking.payment else 0
     return bookings
 
 
 def bookings_with_payment_status(queryset: QuerySet[Booking]) -> QuerySet[Booking]:
     """Annotate `latest_payment_status`: the status of each booking's latest payment attempt."""
-    latest = Payment.objects.filter(
-        content_type=ContentType.objects.get_for_model(Booking), object_id=Cast(OuterRef("pk"), CharField())
-    ).order_by("-attempt")
-    return queryset.annotate(latest_payment_status=Subquery(latest.values("status")[:1]))
+    return queryset.annotate(latest_payment_status=payment_selectors.latest_payment_status(Booking))

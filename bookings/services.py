@@ -16,10 +16,9 @@ from bookings.conf import booking_setting
 from bookings.exceptions import BookingError, SoldOut
 from bookings.models import Booking, Event
 from payments import money
+from payments import selectors as payment_selectors
 from payments import services as payment_services
-from payments.exceptions import IllegalTransition, ProviderError
-from payments.models import Payment
-from payments.policy import refund_allowed
+from payments.exceptions import IllegalTransition, ProviderError, RefundNotAllowed
 from payments.services import PaymentResult, PaymentTerms
 from payments.states import REFUNDABLE_STATUSES
 
@@ -219,7 +218,7 @@ def booking_pay(
 def booking_retry(*, booking_id: int, payment_method_id: str = "") -> PaymentResult:
     """A new attempt after a failed one, for a booking that can still be paid."""
     booking = _payable_booking(booking_id)
-    payment = Payment.objects.for_payable(booking).order_by("-attempt").first()
+    payment = payment_selectors.latest_payment(booking)
     if payment is None:
         raise BookingError("No payment has been started for this booking yet.", code="no_payment")
     return payment_services.payment_retry(payment=payment, payment_method_id=payment_method_id)
@@ -241,19 +240,21 @@ def booking_cancel_by_owner(*, booking_id: int, user) -> Booking:
     booking = Booking.objects.select_related("event").get(pk=booking_id, user=user)
     if booking.status in (Booking.Status.CANCELLED, Booking.Status.EXPIRED):
         return booking
-    payments = Payment.objects.for_payable(booking)
+    payments = payment_selectors.payments_of(booking)
     for unpaid in payments.unpaid():
         payment_services.payment_cancel(payment=unpaid)
     paid = payments.sales().filter(status__in=REFUNDABLE_STATUSES).first()
     if paid is not None:
-        allowed, limit = refund_allowed(user=user, payment=paid, starts_at=booking.event.starts_at)
-        if not allowed or limit <= 0:
+        try:
+            payment_services.refund_request(
+                payment=paid, user=user, reason="requested_by_customer", deadline=booking.event.starts_at
+            )
+        except RefundNotAllowed as error:
+            if error.code not in ("refund_window_closed", "nothing_to_refund"):
+                raise
             raise BookingError(
                 "This booking can no longer be cancelled with a refund.", code="refund_window_closed"
-            )
-        payment_services.refund_create(
-            payment=paid, amount=limit, reason="requested_by_customer", requested_by=user
-        )
+            ) from error
     return booking_cancel(booking_id=booking.pk)
 
 
@@ -266,12 +267,12 @@ def booking_expire_due() -> dict[str, int]:
     outcome = {"expired": 0, "skipped": 0}
     due = Booking.objects.filter(status=Booking.Status.PENDING, expires_at__lte=timezone.now()).order_by("pk")
     for booking in due[:500]:
-        if Payment.objects.for_payable(booking).sales().exists():
+        if payment_selectors.payments_of(booking).sales().exists():
             # Paid just now: the success signal confirms it; never release paid seats.
             outcome["skipped"] += 1
             continue
         try:
-            for unpaid in Payment.objects.for_payable(booking).unpaid():
+            for unpaid in payment_selectors.payments_of(booking).unpaid():
                 payment_services.payment_cancel(payment=unpaid, reason="expired")
         except (IllegalTransition, ProviderError):
             outcome["skipped"] += 1

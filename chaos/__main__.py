@@ -283,6 +283,7 @@ def _report(args, seed, load: Load, faults: FaultPolicy, stack: Stack, checks) -
     print()
     for check in checks:
         print(check.line())
+    (stack.run_dir / "invariants.txt").write_text("".join(c.line() + "\n" for c in checks))
     failed = sum(1 for c in checks if not c.ok)
     print()
     print("chaos run: " + ("all invariants hold" if not failed else f"{failed} invariants FAILED"))

@@ -223,29 +223,24 @@ class Stack:
 
         return requests.get(f"{self.site_url}/api/events/", timeout=2).status_code < 500
 
-    def _admin_connection(self):
+    def _admin(self, sql: str) -> None:
+        """Run one statement on the server's maintenance database (outside a transaction)."""
         connection = psycopg2.connect(f"{self.postgres_url}/postgres")
         connection.autocommit = True
-        return connection
-
-    def _create_database(self) -> None:
-        connection = self._admin_connection()
         try:
             with connection.cursor() as cursor:
-                cursor.execute(f'CREATE DATABASE "{self.database}"')
+                cursor.execute(sql)
         finally:
             connection.close()
+
+    def _create_database(self) -> None:
+        self._admin(f'CREATE DATABASE "{self.database}"')
 
     def _drop_database(self) -> None:
         from django.db import connections
 
         connections.close_all()
-        connection = self._admin_connection()
-        try:
-            with connection.cursor() as cursor:
-                cursor.execute(f'DROP DATABASE IF EXISTS "{self.database}" WITH (FORCE)')
-        finally:
-            connection.close()
+        self._admin(f'DROP DATABASE IF EXISTS "{self.database}" WITH (FORCE)')
 
 
 # What the stack's processes inherit from the caller's environment.

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 from decimal import Decimal
+from importlib.util import find_spec
 
 from django.conf import settings
 from django.core.checks import Error, Warning, register
@@ -101,3 +102,19 @@ def _check_fixed_fee() -> list:
                 )
             )
     return errors
+
+
+@register("payments")
+def check_background_work(app_configs=None, **kwargs) -> list:
+    """Without Celery (the package's `celery` extra) nothing in the background runs."""
+    if find_spec("celery") is not None:
+        return []
+    return [
+        Warning(
+            "Celery is not installed: webhook events are stored but not processed, refunds Stripe "
+            "did not answer are not retried, and money that arrives for a canceled or duplicate "
+            "attempt is not refunded automatically.",
+            hint='Install the celery extra: pip install "django-payable-stripe[celery]".',
+            id="payments.W002",
+        )
+    ]

@@ -10,7 +10,7 @@ from django.contrib.contenttypes.models import ContentType
 from django.db import IntegrityError, models
 from django.db.models import Q, Sum
 
-from payments.states import OPEN_STATUSES, PAID_STATUSES, PaymentStatus, RefundStatus
+from payments.states import OPEN_STATUSES, PAID_STATUSES, REFUND_HOLDS_MONEY, PaymentStatus, RefundStatus
 
 
 class Installation(models.Model):
@@ -179,7 +179,7 @@ class Payment(models.Model):
 
     def refunded_amount(self) -> int:
         """Minor units refunded or on their way back (pending refunds hold their amount)."""
-        holding = (RefundStatus.PENDING, RefundStatus.REQUIRES_ACTION, RefundStatus.SUCCEEDED)
+        holding = REFUND_HOLDS_MONEY
         prefetched = getattr(self, "_prefetched_objects_cache", {}).get("refunds")
         if prefetched is not None:  # a list page prefetched them: no query per payment
             return sum(refund.amount for refund in prefetched if refund.status in holding)

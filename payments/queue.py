@@ -1,8 +1,8 @@
 """Enqueues Celery tasks by name after the transaction commits, with an in-process fallback.
 
 Callers name the task ("payments.tasks.retry_refund") rather than import it, so the services never
-import the tasks that call them; Celery is imported only when something is sent (it is the
-`celery` extra of the package).
+import the tasks that call them. Celery is the package's `celery` extra: this module imports it
+only to send (payments.apps registers the tasks at start-up when it is installed).
 """
 
 from __future__ import annotations
@@ -27,7 +27,8 @@ def enqueue(task: str | Any, *args: Any) -> None:
     PAYMENTS["RUN_TASKS_INLINE_WITHOUT_BROKER"], the task runs in this process instead.
     """
     name = task if isinstance(task, str) else task.name
-    transaction.on_commit(lambda: _send(name, args))
+    # robust: a failure to send is logged, never raised into whatever else runs on this commit.
+    transaction.on_commit(lambda: _send(name, args), robust=True)
 
 
 def _send(name: str, args: tuple) -> None:

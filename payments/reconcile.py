@@ -23,7 +23,7 @@ from payments.exceptions import ProviderError
 from payments.gateway import get_gateway
 from payments.gateway.base import IntentInfo, Page
 from payments.models import Payment, ReconcileState, Refund, WebhookEvent
-from payments.states import PAID_STATUSES, PaymentStatus, RefundStatus, can_transition
+from payments.states import PAID_STATUSES, REFUND_HOLDS_MONEY, PaymentStatus, can_transition
 from payments.webhooks import webhook_event_process, webhook_event_store
 
 logger = logging.getLogger(__name__)
@@ -31,7 +31,7 @@ logger = logging.getLogger(__name__)
 # Read a little before the last run's start: Stripe objects created while it ran.
 OVERLAP = timedelta(hours=1)
 FIRST_RUN_WINDOW = timedelta(days=30)
-_HELD = (RefundStatus.PENDING, RefundStatus.REQUIRES_ACTION, RefundStatus.SUCCEEDED)
+_HELD = REFUND_HOLDS_MONEY
 
 
 @dataclass

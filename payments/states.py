@@ -53,6 +53,32 @@ REFUND_REVERSALS: dict[str, frozenset[str]] = {
     S.PARTIALLY_REFUNDED: frozenset({S.SUCCEEDED}),
 }
 
+R = RefundStatus
+
+# A refund's moves, as Stripe's refund lifecycle: pending (or requires_action) until it settles as
+# succeeded, failed or canceled; a succeeded refund can still fail later (refund.failed, a closed
+# card). Settled never goes back to pending, so an older refund.updated arriving late changes nothing.
+REFUND_TRANSITIONS: dict[str, frozenset[str]] = {
+    R.PENDING: frozenset({R.REQUIRES_ACTION, R.SUCCEEDED, R.FAILED, R.CANCELED}),
+    R.REQUIRES_ACTION: frozenset({R.PENDING, R.SUCCEEDED, R.FAILED, R.CANCELED}),
+    R.SUCCEEDED: frozenset({R.FAILED, R.CANCELED}),
+    R.FAILED: frozenset(),
+    R.CANCELED: frozenset(),
+}
+# Refunds whose amount is no longer the payer's to refund again: on its way back, or back.
+REFUND_HOLDS_MONEY = frozenset({R.PENDING, R.REQUIRES_ACTION, R.SUCCEEDED})
+REFUND_FINAL = frozenset({R.FAILED, R.CANCELED})
+
+
+def refund_can_move(current: str, target: str, *, known_to_provider: bool) -> bool:
+    """True when a refund may move from `current` to `target`. One we gave up on before Stripe
+    answered (failed or canceled with no Stripe id) may still have been made: Stripe's settled
+    word about it counts."""
+    if current in REFUND_FINAL and not known_to_provider:
+        return target in REFUND_FINAL | {R.SUCCEEDED} and target != current
+    return target in REFUND_TRANSITIONS.get(current, frozenset())
+
+
 OPEN_STATUSES = frozenset({S.CREATED, S.REQUIRES_ACTION, S.PROCESSING})
 PAID_STATUSES = frozenset({S.SUCCEEDED, S.PARTIALLY_REFUNDED, S.REFUNDED, S.DISPUTED})
 REFUNDABLE_STATUSES = frozenset({S.SUCCEEDED, S.PARTIALLY_REFUNDED})

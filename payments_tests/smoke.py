@@ -24,10 +24,28 @@ def main() -> int:
     from payments_tests.donations.models import Donation
 
     print(f"payments {payments.__version__} from {os.path.dirname(payments.__file__)}")
+    assert payments.__file__.startswith(sys.prefix), "payments must come from the installed wheel"
     setup_test_environment()
     name = connection.creation.create_test_db(verbosity=0, autoclobber=True)
     try:
-        call_command("check", fail_level="WARNING")
+        call_command("check", fail_level="ERROR")
+        from importlib.util import find_spec
+
+        from django.core.checks import run_checks
+
+        # A bare install: none of the extras leaked into the core dependencies, the app says what
+        # is missing, and every module outside the extras' corners imports.
+        extras = [
+            name for name in ("rest_framework", "drf_spectacular", "celery", "kombu") if find_spec(name)
+        ]
+        assert not extras, f"installed without being asked for: {extras}"
+        assert "payments.W002" in {m.id for m in run_checks()}
+        import importlib
+        import pkgutil
+
+        for module in pkgutil.walk_packages(payments.__path__, "payments."):
+            if not module.name.startswith(("payments.api", "payments.tasks")):
+                importlib.import_module(module.name)
         staff = get_user_model().objects.create_user("staff", "staff@example.com", "pw", is_staff=True)
         staff.user_permissions.add(
             *Permission.objects.filter(codename__in=["refund_payment", "view_payment"])

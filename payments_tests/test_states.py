@@ -7,7 +7,14 @@ import pytest
 from payments.exceptions import IllegalTransition
 from payments.models import Payment
 from payments.services import payment_transition
-from payments.states import PAYMENT_TRANSITIONS, PaymentStatus
+from payments.states import (
+    PAYMENT_TRANSITIONS,
+    REFUND_HOLDS_MONEY,
+    REFUND_TRANSITIONS,
+    PaymentStatus,
+    RefundStatus,
+    refund_can_move,
+)
 from payments_tests.factories import PaymentFactory
 
 ALL_PAIRS = list(itertools.product(PaymentStatus.values, PaymentStatus.values))
@@ -55,3 +62,18 @@ def test_succeeded_never_goes_back():
     for target in (PaymentStatus.CREATED, PaymentStatus.PROCESSING, PaymentStatus.FAILED):
         with pytest.raises(IllegalTransition):
             payment_transition(payment=payment, status=target)
+
+
+def test_refund_lifecycle():
+    R = RefundStatus
+    assert set(REFUND_TRANSITIONS) == set(R.values)
+    for settled in (R.SUCCEEDED, R.FAILED, R.CANCELED):
+        for waiting in (R.PENDING, R.REQUIRES_ACTION):
+            assert not refund_can_move(settled, waiting, known_to_provider=True), "settled stays settled"
+    assert refund_can_move(R.SUCCEEDED, R.FAILED, known_to_provider=True), "refund.failed after success"
+    for final in (R.FAILED, R.CANCELED):
+        assert not any(refund_can_move(final, t, known_to_provider=True) for t in R.values)
+        # Given up on before Stripe answered: Stripe may have made it after all.
+        assert refund_can_move(final, R.SUCCEEDED, known_to_provider=False)
+        assert not refund_can_move(final, R.PENDING, known_to_provider=False)
+    assert {R.PENDING, R.REQUIRES_ACTION, R.SUCCEEDED} == REFUND_HOLDS_MONEY

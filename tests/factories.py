@@ -9,6 +9,7 @@ from django.utils import timezone
 
 from bookings.models import Booking, Event
 from payments.models import Payment
+from payments_tests import factories as payments_factories
 from payments_tests.factories import UserFactory
 
 
@@ -39,22 +40,12 @@ class BookingFactory(factory.django.DjangoModelFactory):
     expires_at = factory.LazyFunction(lambda: timezone.now() + timedelta(minutes=15))
 
 
-class PaymentFactory(factory.django.DjangoModelFactory):
+class PaymentFactory(payments_factories.PaymentFactory):
     """A payment row as the services leave it; `payable` defaults to a new booking."""
 
-    class Meta:
-        model = Payment
-        exclude = ("payable",)
-
     payable = factory.SubFactory(BookingFactory)
-    content_type = factory.LazyAttribute(lambda p: ContentType.objects.get_for_model(p.payable))
-    object_id = factory.LazyAttribute(lambda p: str(p.payable.pk))
-    owner = factory.LazyAttribute(lambda p: getattr(p.payable, "user", None) or p.payable.donor)
     subtotal = factory.LazyAttribute(lambda p: getattr(p.payable, "subtotal", 2000))
     fee = factory.LazyAttribute(lambda p: getattr(p.payable, "fee", 60))
-    total = factory.LazyAttribute(lambda p: p.subtotal + p.fee)
-    currency = "usd"
-    idempotency_key = factory.Sequence(lambda n: f"test-payment-{n}")
 
 
 def bulk_paid_payments(count: int, *, owners, intent_ids=None, prefix: str = "bulk") -> None:

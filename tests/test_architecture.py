@@ -37,9 +37,14 @@ def test_the_import_contracts_hold():
 @pytest.mark.parametrize(
     ("module", "line", "contract"),
     [
-        ("services.py", "from payments import tasks", "payments: api/admin/commands"),
+        ("services/refunds.py", "from payments import tasks", "payments: api/admin/commands"),
         ("models.py", "import bookings.models", "payments imports nothing of the site"),
-        ("services.py", "import stripe", "only the Stripe gateway imports the stripe SDK"),
+        ("services/attempts.py", "import stripe", "only the Stripe gateway imports the stripe SDK"),
+        (
+            "services/base.py",
+            "from payments.services import checkout",
+            "payments.services: one module per flow",
+        ),
         ("webhooks.py", "import celery", "optional dependencies stay in their corners"),
     ],
 )

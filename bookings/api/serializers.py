@@ -4,7 +4,7 @@ from rest_framework import serializers
 
 from bookings.conf import booking_setting
 from bookings.models import Booking, Event
-from payments.models import Payment
+from payments import selectors as payment_selectors
 
 
 class EventSerializer(serializers.ModelSerializer):
@@ -62,7 +62,10 @@ class BookingSerializer(serializers.ModelSerializer):
         if hasattr(booking, "latest_payment_status"):  # annotated by the list's queryset
             return booking.latest_payment_status
         return (
-            Payment.objects.for_payable(booking).order_by("-attempt").values_list("status", flat=True).first()
+            payment_selectors.payments_of(booking)
+            .order_by("-attempt")
+            .values_list("status", flat=True)
+            .first()
         )
 
 

@@ -32,7 +32,7 @@ from payments.api.serializers import (
 )
 from payments.api.throttles import PaymentRateThrottle, StatusRateThrottle
 from payments.conf import payments_settings
-from payments.exceptions import IllegalTransition, RefundNotAllowed
+from payments.exceptions import IllegalTransition
 from payments.models import Payment
 from payments.services import PaymentResult
 from payments.states import PaymentStatus
@@ -195,23 +195,12 @@ class PayablePaymentViewSet(viewsets.GenericViewSet):
         body.is_valid(raise_exception=True)
         payable = self.get_payable(any_owner=policy.is_refund_staff(request.user))
         payment = self.latest_payment(payable)
-        allowed, limit = policy.refund_allowed(
-            user=request.user, payment=payment, starts_at=self.refund_deadline(payable)
-        )
-        if not allowed:
-            raise RefundNotAllowed(
-                "The refund window for this booking has closed.", code="refund_window_closed"
-            )
-        amount = body.amount_in_minor_units(payment.currency)
-        if amount is None:
-            amount = limit
-        if amount > limit:
-            raise RefundNotAllowed(f"At most {money.format_amount(limit, payment.currency)} can be refunded.")
-        refund = services.refund_create(
+        refund = services.refund_request(
             payment=payment,
-            amount=amount,
+            user=request.user,
+            amount=body.amount_in_minor_units(payment.currency),
             reason=body.validated_data["reason"],
-            requested_by=request.user,
+            deadline=self.refund_deadline(payable),
         )
         payment.refresh_from_db()
         return Response(

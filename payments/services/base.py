@@ -1,0 +1,164 @@
+"""What every payment service shares: the terms of a payment, its result, locks, metadata and log fields."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from django.db import models, transaction
+from django.dispatch import Signal
+
+from payments import money, signals
+from payments.exceptions import (
+    IllegalTransition,
+    PaymentError,
+)
+from payments.gateway.base import (
+    IntentInfo,
+)
+from payments.models import Installation, Payment
+from payments.states import (
+    PaymentStatus,
+)
+
+# One logger for every services module: the records keep the name they always had.
+logger = logging.getLogger("payments.services")
+
+_STATUS_SIGNALS: dict[str, Signal] = {
+    PaymentStatus.SUCCEEDED: signals.payment_succeeded,
+    PaymentStatus.FAILED: signals.payment_failed,
+    PaymentStatus.CANCELED: signals.payment_canceled,
+}
+# Stripe refuses a Checkout Session that expires sooner than 30 minutes after it is created.
+CHECKOUT_MIN_AHEAD = timedelta(minutes=31)
+# The reason recorded on the automatic refund of a payment that arrived after its attempt was canceled.
+PAID_AFTER_CANCEL_REASON = "paid_after_cancel"
+
+
+@dataclass(frozen=True)
+class PaymentTerms:
+    """What the host app asks to be paid: for what, by whom, how much (minor units) and why.
+
+    Checked on creation: a known currency, a chargeable total, and total = subtotal + fee.
+    """
+
+    payable: models.Model
+    owner: Any
+    subtotal: int
+    fee: int
+    total: int
+    currency: str
+    description: str = ""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "currency", money.normalize_currency(self.currency))
+        money.validate_amount(self.total, self.currency)
+        if self.subtotal + self.fee != self.total or self.subtotal < 0 or self.fee < 0:
+            raise PaymentError("The total must be the subtotal plus the fee.", code="invalid_amount")
+
+    @classmethod
+    def of(cls, payment: Payment) -> PaymentTerms:
+        """The terms an earlier attempt was made on (for a retry)."""
+        if payment.payable is None:
+            raise IllegalTransition("What this payment was for no longer exists.")
+        return cls(
+            payable=payment.payable,
+            owner=payment.owner,
+            subtotal=payment.subtotal,
+            fee=payment.fee,
+            total=payment.total,
+            currency=payment.currency,
+            description=payment.description,
+        )
+
+
+@dataclass(frozen=True)
+class PaymentResult:
+    """A payment and the provider's view of its intent (None when nothing was asked of it)."""
+
+    payment: Payment
+    intent: IntentInfo | None = None
+
+
+def _log_extra(payment: Payment, **fields) -> dict:
+    return {
+        "payment_id": payment.pk,
+        "payable": payment.payable_reference,
+        "payment_intent": payment.stripe_payment_intent_id,
+        **fields,
+    }
+
+
+def is_foreign(metadata: dict[str, str] | None) -> bool:
+    """True for an object another installation made: its metadata names another installation.
+
+    Objects without the mark (made in the dashboard, or before it existed) are not foreign; they
+    are matched by the Stripe ids stored on our rows only, never by their metadata.
+    """
+    other = (metadata or {}).get("installation")
+    return bool(other) and other != Installation.current_id()
+
+
+def _payment_metadata(payment: Payment) -> dict[str, str]:
+    """What every Stripe object made for a payment carries: whose it is, in this installation."""
+    return {
+        "installation": Installation.current_id(),
+        "payment_uid": str(payment.uid),
+        "payment_id": str(payment.pk),
+        "payable": payment.payable_reference,
+    }
+
+
+def _send_on_commit(signal, **kwargs) -> None:
+    # robust: a failing receiver (an email that cannot be queued) is logged, never undoes the payment.
+    transaction.on_commit(lambda: signal.send_robust(sender=Payment, **kwargs) and None, robust=True)
+
+
+def _lock_payment(payment_id: int) -> Payment:
+    return Payment.objects.select_for_update(of=("self",)).get(pk=payment_id)
+
+
+# Starting a payment ------------------------------------------------------------------
+
+
+def _lock_payable(payable: models.Model) -> None:
+    """Serialise payment starts and successes for one payable on the payable's own row."""
+    type(payable)._default_manager.select_for_update().filter(pk=payable.pk).values_list("pk").get()
+
+
+def _lock_payable_of(payment: Payment) -> None:
+    """The same lock, taken by a success: after the payment's own row (a start never waits for a
+    payment row while holding this one, so the order cannot deadlock)."""
+    model = payment.content_type.model_class()
+    if model is not None:
+        model._default_manager.select_for_update().filter(pk=payment.object_id).values_list("pk").first()
+
+
+def payment_id_for(
+    *, intent_id: str = "", session_id: str = "", charge_id: str = "", metadata: dict[str, str] | None = None
+) -> int | None:
+    """The id of the payment a provider object belongs to: by the Stripe ids stored on our rows,
+    else (an object whose id we have not stored yet) by this installation's mark in its metadata."""
+    for field, value in (
+        ("stripe_charge_id", charge_id),
+        ("stripe_payment_intent_id", intent_id),
+        ("stripe_checkout_session_id", session_id),
+    ):
+        if value:
+            found = Payment.objects.filter(**{field: value}).values_list("pk", flat=True).first()
+            if found:
+                return found
+    metadata = metadata or {}
+    if metadata.get("installation") != Installation.current_id():
+        return None
+    try:
+        uid = uuid.UUID(metadata.get("payment_uid") or "")
+    except ValueError:
+        return None
+    return Payment.objects.filter(uid=uid).values_list("pk", flat=True).first()
+
+
+_DISPUTE_CLOSED_IN_OUR_FAVOUR = frozenset({"won", "warning_closed"})

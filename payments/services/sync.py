@@ -1,0 +1,195 @@
+"""Applying the provider's view of an intent, a Checkout Session, a charge or a dispute, only ever
+moving state forward."""
+
+from __future__ import annotations
+
+from django.db import transaction
+
+from payments import signals
+from payments.gateway.base import (
+    ChargeInfo,
+    CheckoutInfo,
+    DisputeInfo,
+    IntentInfo,
+)
+from payments.models import Dispute, Payment
+from payments.services.base import (
+    _DISPUTE_CLOSED_IN_OUR_FAVOUR,
+    _lock_payment,
+    _log_extra,
+    _send_on_commit,
+    logger,
+    payment_id_for,
+)
+from payments.services.refunds import refund_sync
+from payments.services.transitions import _set_status, _settle_refunds
+from payments.states import (
+    PaymentStatus,
+    can_transition,
+)
+
+
+@transaction.atomic
+def payment_sync_checkout(
+    *, session: CheckoutInfo, failed: bool = False, reason: str | None = None
+) -> Payment | None:
+    """Apply a checkout session's state: link its intent; paid -> succeeded; expired -> canceled.
+
+    `failed` is set for an asynchronous payment method that failed after the session completed;
+    `reason` goes with a cancellation ("expired" when the session ran out by itself).
+    """
+    payment_id = payment_id_for(session_id=session.id, metadata=session.metadata)
+    if payment_id is None:
+        logger.warning("checkout session for no known payment", extra={"checkout_session": session.id})
+        return None
+    payment = _lock_payment(payment_id)
+    if payment.stripe_checkout_session_id and payment.stripe_checkout_session_id != session.id:
+        # Ours by its metadata, but not the session this attempt made: never applied.
+        logger.error("checkout session is not the payment's own", extra=_log_extra(payment, other=session.id))
+        return payment
+    paid = session.payment_status == "paid" and not failed
+    if paid and (session.amount_total, session.currency) != (payment.total, payment.currency):
+        # Never mark paid what was paid for another amount: reconciliation reports it.
+        logger.error(
+            "checkout session amount differs from the payment's",
+            extra=_log_extra(payment, checkout_session=session.id, session_amount=session.amount_total),
+        )
+        return payment
+    if not payment.stripe_checkout_session_id:
+        payment.stripe_checkout_session_id = session.id
+    if session.intent_id and not payment.stripe_payment_intent_id:
+        payment.stripe_payment_intent_id = session.intent_id
+    if session.customer_id and not payment.stripe_customer_id:
+        payment.stripe_customer_id = session.customer_id
+    payment.save()
+    target = {"paid": PaymentStatus.SUCCEEDED}.get(session.payment_status)
+    if failed:
+        target = PaymentStatus.FAILED
+    if session.status == "expired":
+        target = PaymentStatus.CANCELED
+    if reason is None:
+        reason = "expired" if session.status == "expired" else ""
+    if target and payment.status != target and can_transition(payment.status, target):
+        _set_status(payment, target, reason=reason)
+        if target == PaymentStatus.SUCCEEDED:
+            _settle_refunds(payment, None, notify=False)
+    return payment
+
+
+# Syncing from the provider -------------------------------------------------------------
+
+
+@transaction.atomic
+def payment_sync_intent(
+    *, intent: IntentInfo, payment_id: int | None = None, reason: str = ""
+) -> Payment | None:
+    """Apply the provider's view of an intent, only ever moving the payment forward.
+
+    Used after every provider call, by webhooks and by reconciliation. Returns None
+    when the intent belongs to no payment of ours.
+    """
+    found = payment_id or payment_id_for(intent_id=intent.id, metadata=intent.metadata)
+    if found is None:
+        logger.warning("intent for no known payment", extra={"payment_intent": intent.id})
+        return None
+    payment = _lock_payment(found)
+    if payment.stripe_payment_intent_id and payment.stripe_payment_intent_id != intent.id:
+        logger.warning("intent does not match the payment's", extra=_log_extra(payment, other=intent.id))
+        return payment
+    payment.stripe_payment_intent_id = intent.id
+    payment.stripe_status = intent.provider_status or payment.stripe_status
+    payment.stripe_charge_id = intent.charge_id or payment.stripe_charge_id
+    payment.stripe_customer_id = intent.customer_id or payment.stripe_customer_id
+    payment.card_brand = intent.card_brand or payment.card_brand
+    payment.card_last4 = intent.card_last4 or payment.card_last4
+    if intent.error_code or intent.error_message:
+        payment.last_error_code = intent.error_code
+        payment.last_error_decline_code = intent.decline_code
+        payment.last_error_message = intent.error_message[:500]
+    target = intent.status
+    if target == PaymentStatus.SUCCEEDED and (intent.amount, intent.currency) != (
+        payment.total,
+        payment.currency,
+    ):
+        # Never mark paid what was paid for another amount: reconciliation reports it.
+        logger.error(
+            "intent amount differs from the payment's",
+            extra=_log_extra(payment, intent_amount=intent.amount, total=payment.total),
+        )
+        payment.save()
+        return payment
+    # An intent stays succeeded through a dispute: only the dispute's outcome ends one.
+    moves = payment.status != PaymentStatus.DISPUTED
+    if moves and target != payment.status and can_transition(payment.status, target):
+        _set_status(payment, target, reason=reason)
+        if target == PaymentStatus.SUCCEEDED:
+            # Refunds that arrived before the success now count.
+            _settle_refunds(payment, None, notify=False)
+    else:
+        if target != payment.status:
+            logger.info(
+                "older provider state ignored",
+                extra=_log_extra(payment, status=payment.status, provider=target),
+            )
+        payment.save()
+    return payment
+
+
+@transaction.atomic
+def payment_sync_charge(*, charge: ChargeInfo) -> Payment | None:
+    """Apply a charge: its id and card, success if it was paid, and the refunds it lists."""
+    payment_id = payment_id_for(intent_id=charge.intent_id, charge_id=charge.id)
+    if payment_id is None:
+        logger.warning("charge for no known payment", extra={"charge": charge.id})
+        return None
+    payment = _lock_payment(payment_id)
+    payment.stripe_charge_id = payment.stripe_charge_id or charge.id
+    payment.card_brand = charge.card_brand or payment.card_brand
+    payment.card_last4 = charge.card_last4 or payment.card_last4
+    payment.save()
+    paid = charge.status == "succeeded" and charge.paid
+    matches = (charge.amount, charge.currency) == (payment.total, payment.currency)
+    if paid and matches and can_transition(payment.status, PaymentStatus.SUCCEEDED):
+        _set_status(payment, PaymentStatus.SUCCEEDED)
+    for refund in charge.refunds or []:
+        refund_sync(info=refund)
+    payment.refresh_from_db()
+    return payment
+
+
+@transaction.atomic
+def dispute_sync(*, dispute: DisputeInfo) -> Dispute | None:
+    """Record a dispute and flag the payment; a dispute closed in our favour restores it."""
+    payment_id = payment_id_for(intent_id=dispute.intent_id, charge_id=dispute.charge_id)
+    if payment_id is None:
+        logger.warning("dispute for no known payment", extra={"dispute": dispute.id})
+        return None
+    payment = _lock_payment(payment_id)
+    row, created = Dispute.objects.select_for_update().get_or_create(
+        stripe_dispute_id=dispute.id,
+        defaults={
+            "payment": payment,
+            "amount": dispute.amount,
+            "currency": dispute.currency,
+            "reason": dispute.reason,
+            "status": dispute.status,
+            "evidence_due_by": dispute.evidence_due_by,
+        },
+    )
+    changed = created or row.status != dispute.status
+    if not created:
+        row.status = dispute.status
+        row.evidence_due_by = dispute.evidence_due_by or row.evidence_due_by
+        row.save()
+    if dispute.status in _DISPUTE_CLOSED_IN_OUR_FAVOUR:
+        if payment.status == PaymentStatus.DISPUTED:
+            refunded = payment.refunded_amount()
+            _set_status(payment, PaymentStatus.PARTIALLY_REFUNDED if refunded else PaymentStatus.SUCCEEDED)
+    elif can_transition(payment.status, PaymentStatus.DISPUTED):
+        _set_status(payment, PaymentStatus.DISPUTED)
+    if changed:
+        logger.warning(
+            "dispute recorded", extra=_log_extra(payment, dispute=dispute.id, status=dispute.status)
+        )
+        _send_on_commit(signals.payment_disputed, payment=payment, dispute=row)
+    return row
