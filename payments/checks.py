@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import timedelta
 from decimal import Decimal
 from importlib.util import find_spec
+from typing import Any
 
 from django.conf import settings
 from django.core.checks import Error, Warning, register
@@ -15,7 +16,7 @@ from payments.conf import payments_settings
 
 
 @register("payments")
-def check_payments_settings(app_configs=None, **kwargs) -> list:
+def check_payments_settings(app_configs: Any = None, **kwargs: Any) -> list:
     messages: list = []
     unknown = payments_settings.unknown_keys()
     if unknown:
@@ -105,7 +106,7 @@ def _check_fixed_fee() -> list:
 
 
 @register("payments")
-def check_background_work(app_configs=None, **kwargs) -> list:
+def check_background_work(app_configs: Any = None, **kwargs: Any) -> list:
     """Without Celery (the package's `celery` extra) nothing in the background runs."""
     if find_spec("celery") is not None:
         return []

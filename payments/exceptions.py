@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 
 class PaymentError(Exception):
     """Base class: `code` is stable for clients; `message` is safe to show a user."""
@@ -76,7 +78,7 @@ class ProviderUnavailable(ProviderError):
     default_message = "The payment service is unavailable. Please try again shortly."
     http_status = 503
 
-    def __init__(self, message: str | None = None, **kwargs) -> None:
+    def __init__(self, message: str | None = None, **kwargs: Any) -> None:
         kwargs.setdefault("retryable", True)
         super().__init__(message, **kwargs)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
 from django.utils import timezone
 
@@ -12,7 +13,7 @@ from payments.models import Payment
 REFUND_PERMISSION = "payments.refund_payment"
 
 
-def is_refund_staff(user) -> bool:
+def is_refund_staff(user: Any) -> bool:
     return bool(user and user.is_authenticated and user.is_staff and user.has_perm(REFUND_PERMISSION))
 
 
@@ -24,7 +25,7 @@ def owner_refund_limit(payment: Payment) -> int:
     return max(refundable - payment.fee, 0)
 
 
-def refund_allowed(*, user, payment: Payment, starts_at: datetime | None) -> tuple[bool, int]:
+def refund_allowed(*, user: Any, payment: Payment, starts_at: datetime | None) -> tuple[bool, int]:
     """(allowed, most refundable) for `user`; the owner only until REFUND_CUTOFF before `starts_at`."""
     if is_refund_staff(user):
         return True, payment.refundable_amount()

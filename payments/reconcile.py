@@ -11,9 +11,10 @@ Stripe never showed are looked up one by one (they should be none) and reported.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
+from typing import Any
 
 from django.db import models, transaction
 from django.utils import timezone
@@ -83,7 +84,7 @@ class Report:
         }
 
 
-def _pages(fetch: Callable[[str | None], Page]):
+def _pages(fetch: Callable[[str | None], Page]) -> Iterator[list[Any]]:
     cursor = None
     while True:
         page = fetch(cursor)
@@ -93,7 +94,7 @@ def _pages(fetch: Callable[[str | None], Page]):
         cursor = page.next_cursor
 
 
-def _refunded_by_payment(payment_ids) -> dict[int, int]:
+def _refunded_by_payment(payment_ids: Iterable[int]) -> dict[int, int]:
     rows = (
         Refund.objects.filter(payment_id__in=payment_ids, status__in=_HELD)
         .exclude(stripe_refund_id="")
@@ -104,7 +105,9 @@ def _refunded_by_payment(payment_ids) -> dict[int, int]:
 
 
 class _Run:
-    def __init__(self, *, since, dry_run, progress):
+    def __init__(
+        self, *, since: datetime | None, dry_run: bool, progress: Callable[[str], None] | None
+    ) -> None:
         self.gateway = get_gateway()
         self.report = Report(started_at=timezone.now(), since=since, dry_run=dry_run)
         self.since_ts = int(since.timestamp()) if since else None

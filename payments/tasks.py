@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 
-from celery import shared_task
+from celery import Task, shared_task
 from django.utils import timezone
 
 from payments import services
@@ -20,7 +20,7 @@ logger = logging.getLogger(__name__)
 
 
 @shared_task(bind=True, acks_late=True, max_retries=None)
-def process_webhook_event(self, event_id: int) -> str:
+def process_webhook_event(self: Task, event_id: int) -> str:
     """Process a stored webhook event; a failure is retried with backoff up to WEBHOOK_MAX_ATTEMPTS."""
     if not WebhookEvent.objects.filter(pk=event_id).exists():
         return "missing"
@@ -31,7 +31,7 @@ def process_webhook_event(self, event_id: int) -> str:
 
 
 @shared_task(bind=True, acks_late=True, max_retries=None)
-def retry_refund(self, refund_id: int) -> str:
+def retry_refund(self: Task, refund_id: int) -> str:
     """Submit a refund that could not reach Stripe, with its own key, until it lands or we give up."""
     refund = Refund.objects.filter(pk=refund_id).first()
     if refund is None:

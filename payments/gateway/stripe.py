@@ -80,14 +80,16 @@ class BackoffHTTPClient(stripe.RequestsClient):
     def _timeout(self, value: float) -> None:
         self._base_timeout = value
 
-    def request(self, method, url, headers, post_data=None):  # type: ignore[override]  # as RequestsClient
+    def request(self, method: str, url: str, headers: Any, post_data: Any = None) -> Any:  # type: ignore[override]  # as RequestsClient
         remaining = budget_remaining()
         if remaining is not None and remaining < self.MIN_CALL_SECONDS:
             # Out of the request's time: not even a first try (the caller answers 503).
             raise stripe.APIConnectionError("No time is left in this request to call Stripe.")
         return super().request(method, url, headers, post_data)
 
-    def _should_retry(self, response, api_connection_error, num_retries, max_network_retries) -> bool:
+    def _should_retry(
+        self, response: Any, api_connection_error: Any, num_retries: int, max_network_retries: int | None
+    ) -> bool:
         if not super()._should_retry(response, api_connection_error, num_retries, max_network_retries):
             return False
         remaining = budget_remaining()

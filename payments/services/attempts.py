@@ -4,6 +4,8 @@ failure, canceled or expired, refreshed."""
 from __future__ import annotations
 
 import uuid
+from datetime import timedelta
+from typing import Any
 
 from django.contrib.contenttypes.models import ContentType
 from django.db import transaction
@@ -114,7 +116,7 @@ def payment_start(
     return PaymentResult(payment=payment, intent=intent)
 
 
-def _ensure_payers_card(*, payment_method_id: str, owner) -> None:
+def _ensure_payers_card(*, payment_method_id: str, owner: Any) -> None:
     """A card given by id is a new one (Stripe.js made it; no customer yet) or one the payer
     saved; another customer's saved card answers "not found", never a charge."""
     if not payment_method_id:
@@ -277,7 +279,7 @@ def _expire_checkout(payment: Payment, *, reason: str) -> Payment:
     return payment_sync_checkout(session=session, reason=reason) or payment
 
 
-def payments_expire_stale(*, older_than) -> dict[str, int]:
+def payments_expire_stale(*, older_than: timedelta) -> dict[str, int]:
     """Cancel open attempts untouched for `older_than` (a timedelta); returns what happened."""
     cutoff = timezone.now() - older_than
     outcome = {"canceled": 0, "skipped": 0}

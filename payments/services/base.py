@@ -83,7 +83,7 @@ class PaymentResult:
     intent: IntentInfo | None = None
 
 
-def _log_extra(payment: Payment, **fields) -> dict:
+def _log_extra(payment: Payment, **fields: Any) -> dict:
     return {
         "payment_id": payment.pk,
         "payable": payment.payable_reference,
@@ -112,7 +112,7 @@ def _payment_metadata(payment: Payment) -> dict[str, str]:
     }
 
 
-def _send_on_commit(signal, **kwargs) -> None:
+def _send_on_commit(signal: Signal, **kwargs: Any) -> None:
     # robust: a failing receiver (an email that cannot be queued) is logged, never undoes the payment.
     transaction.on_commit(lambda: signal.send_robust(sender=Payment, **kwargs) and None, robust=True)
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from django.db import IntegrityError, transaction
 
 from payments.exceptions import (
@@ -18,7 +20,7 @@ from payments.services.base import logger
 # Customers ----------------------------------------------------------------------------
 
 
-def customer_get_or_create(*, user) -> Customer:
+def customer_get_or_create(*, user: Any) -> Customer:
     """The user's Stripe customer, created at Stripe once (the key is derived from the user)."""
     try:
         customer, _ = Customer.objects.get_or_create(user=user)
@@ -37,7 +39,7 @@ def customer_get_or_create(*, user) -> Customer:
     return customer
 
 
-def payment_methods_list(*, user) -> list[PaymentMethodInfo]:
+def payment_methods_list(*, user: Any) -> list[PaymentMethodInfo]:
     """The user's saved cards (none before their first payment)."""
     customer = Customer.objects.filter(user=user).exclude(stripe_customer_id="").first()
     if customer is None:
@@ -45,7 +47,7 @@ def payment_methods_list(*, user) -> list[PaymentMethodInfo]:
     return get_gateway().list_payment_methods(customer.stripe_customer_id)
 
 
-def payment_method_detach(*, user, payment_method_id: str) -> None:
+def payment_method_detach(*, user: Any, payment_method_id: str) -> None:
     """Remove one of the user's saved cards; a card that is not theirs is 'not found'."""
     if payment_method_id not in {m.id for m in payment_methods_list(user=user)}:
         raise NotFound("No such saved card.")
@@ -55,7 +57,7 @@ def payment_method_detach(*, user, payment_method_id: str) -> None:
     logger.info("payment method detached", extra={"user_id": user.pk, "payment_method": payment_method_id})
 
 
-def setup_intent_create(*, user) -> SetupIntentInfo:
+def setup_intent_create(*, user: Any) -> SetupIntentInfo:
     """Start saving a card for the user (Stripe.js confirms it with the card element)."""
     customer = customer_get_or_create(user=user)
     with transaction.atomic():

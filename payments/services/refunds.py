@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
+from typing import Any
 
 from django.db import transaction
 
@@ -28,7 +29,7 @@ from payments.states import (
 
 
 def refund_create(
-    *, payment: Payment, amount: int | None = None, reason: str = "", requested_by=None
+    *, payment: Payment, amount: int | None = None, reason: str = "", requested_by: Any = None
 ) -> Refund:
     """Refund `amount` (all that is left when None) of a paid payment; never more than was paid.
 
@@ -47,7 +48,12 @@ def refund_create(
 
 
 def refund_request(
-    *, payment: Payment, user, amount: int | None = None, reason: str = "", deadline: datetime | None = None
+    *,
+    payment: Payment,
+    user: Any,
+    amount: int | None = None,
+    reason: str = "",
+    deadline: datetime | None = None,
 ) -> Refund:
     """A person asks for a refund: the one rule for the API and a host's own flows (a booking
     cancelled by its booker; staff in the admin refund through refund_create). Staff with the

@@ -4,6 +4,7 @@ signals, the refund of money that is not a sale, settling refunds."""
 from __future__ import annotations
 
 import uuid
+from typing import Any
 
 from django.db import models, transaction
 from django.utils import timezone
@@ -98,7 +99,7 @@ def payment_transition(*, payment: Payment, status: str) -> Payment:
 
 
 @transaction.atomic
-def _reserve_refund(*, payment_id: int, amount: int | None, reason: str, requested_by) -> Refund:
+def _reserve_refund(*, payment_id: int, amount: int | None, reason: str, requested_by: Any) -> Refund:
     """Record a pending refund, checking the refundable balance under the payment's lock."""
     payment = _lock_payment(payment_id)
     if payment.status not in REFUNDABLE_STATUSES:

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import json
 import sys
+from typing import Any
 
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.utils.dateparse import parse_datetime
 
 from payments.exceptions import ProviderError
 from payments.models import Payment
-from payments.reconcile import payments_reconcile
+from payments.reconcile import Report, payments_reconcile
 
 ACTIONS = {True: "fixed", False: "needs attention"}
 
@@ -18,7 +19,7 @@ ACTIONS = {True: "fixed", False: "needs attention"}
 class Command(BaseCommand):
     help = "Reconcile local payments with Stripe (by default: what changed since the last run)."
 
-    def add_arguments(self, parser):
+    def add_arguments(self, parser: CommandParser) -> None:
         window = parser.add_mutually_exclusive_group()
         window.add_argument("--since", help="read Stripe from this ISO 8601 time")
         window.add_argument("--all", action="store_true", dest="everything", help="read everything")
@@ -26,7 +27,16 @@ class Command(BaseCommand):
         parser.add_argument("--dry-run", action="store_true", help="report, change nothing")
         parser.add_argument("--json", action="store_true", dest="as_json", help="machine-readable report")
 
-    def handle(self, *args, since, everything, payment, dry_run, as_json, **options):
+    def handle(
+        self,
+        *args: Any,
+        since: str | None,
+        everything: bool,
+        payment: int | None,
+        dry_run: bool,
+        as_json: bool,
+        **options: Any,
+    ) -> None:
         moment = None
         if since:
             moment = parse_datetime(since)
@@ -50,7 +60,7 @@ class Command(BaseCommand):
         if report.unresolved:
             sys.exit(1)
 
-    def _table(self, report) -> None:
+    def _table(self, report: Report) -> None:
         checked = (
             f"Checked {report.events_checked} events, {report.refunds_checked} refunds, "
             f"{report.intents_checked} payment intents"

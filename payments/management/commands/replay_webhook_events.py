@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from django.core.management.base import BaseCommand, CommandError
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.utils.dateparse import parse_datetime
 
 from payments.models import WebhookEvent
@@ -12,14 +14,23 @@ from payments.webhooks import webhook_events_replay
 class Command(BaseCommand):
     help = "Replay stored webhook events (failed ones, by id, by type or since a time)."
 
-    def add_arguments(self, parser):
+    def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--failed", action="store_true", help="events whose processing failed")
         parser.add_argument("--ids", nargs="+", default=[], help="Stripe event ids (evt_...)")
         parser.add_argument("--type", dest="event_type", help="only events of this type")
         parser.add_argument("--since", help="only events received since (ISO 8601 time)")
         parser.add_argument("--dry-run", action="store_true", help="list the events, change nothing")
 
-    def handle(self, *args, failed, ids, event_type, since, dry_run, **options):
+    def handle(
+        self,
+        *args: Any,
+        failed: bool,
+        ids: list[str],
+        event_type: str | None,
+        since: str | None,
+        dry_run: bool,
+        **options: Any,
+    ) -> None:
         if not (failed or ids or event_type or since):
             raise CommandError("Say which events to replay: --failed, --ids, --type or --since.")
         events = WebhookEvent.objects.all()
