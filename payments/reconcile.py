@@ -139,7 +139,8 @@ class _Run:
                 fixed = False
                 if not self.dry_run:
                     row, _ = webhook_event_store(event=event)
-                    fixed = webhook_event_process(event_id=row.pk).status in ("processed", "ignored")
+                    processed = (WebhookEvent.Status.PROCESSED, WebhookEvent.Status.IGNORED)
+                    fixed = webhook_event_process(event_id=row.pk).status in processed
                 self.add(
                     Finding("missed_event", event.id, local="not received", stripe=event.type, fixed=fixed)
                 )

@@ -23,6 +23,7 @@ from payments.gateway import get_gateway
 from payments.gateway.base import EventInfo
 from payments.models import WebhookEvent
 from payments.queue import enqueue
+from payments.states import RefundStatus
 
 logger = logging.getLogger(__name__)
 
@@ -56,7 +57,7 @@ def _charge(event: EventInfo) -> None:
 
 def _refund(event: EventInfo) -> None:
     refund = services.refund_sync(info=get_gateway().refund_from_object(event.object))
-    if refund is not None and refund.status == "failed":
+    if refund is not None and refund.status == RefundStatus.FAILED:
         logger.error(
             "refund failed at Stripe: staff attention needed",
             extra={

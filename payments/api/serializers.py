@@ -12,6 +12,7 @@ from rest_framework import serializers
 from payments import money
 from payments.conf import payments_settings
 from payments.models import Payment, Refund
+from payments.states import REFUNDABLE_STATUSES
 
 
 @extend_schema_field({"type": "string", "pattern": r"^\d+(\.\d+)?$", "example": "50.00"})
@@ -102,7 +103,7 @@ class PaymentSerializer(serializers.ModelSerializer):
         return payment.refunded_amount()
 
     def get_refundable(self, payment: Payment) -> int:
-        return payment.refundable_amount() if payment.status in ("succeeded", "partially_refunded") else 0
+        return payment.refundable_amount() if payment.status in REFUNDABLE_STATUSES else 0
 
     @extend_schema_field(LastErrorSerializer(allow_null=True))
     def get_last_error(self, payment: Payment) -> dict | None:

@@ -58,7 +58,7 @@ def _intent_body(result: PaymentResult) -> dict:
     return {
         "payment": PaymentSerializer(result.payment).data,
         "client_secret": intent.client_secret if intent else "",
-        "requires_action": result.payment.status == "requires_action",
+        "requires_action": result.payment.status == PaymentStatus.REQUIRES_ACTION,
         "next_action": intent.next_action if intent else None,
         "publishable_key": payments_settings.PUBLISHABLE_KEY,
     }

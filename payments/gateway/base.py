@@ -5,7 +5,29 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from datetime import datetime
+from enum import StrEnum
 from typing import Any
+
+# The provider's words for the states services act on, named once here: a gateway maps its own
+# vocabulary into these (a value it does not know becomes the one that acts on nothing).
+
+
+class CheckoutStatus(StrEnum):
+    OPEN = "open"
+    COMPLETE = "complete"
+    EXPIRED = "expired"
+
+
+class CheckoutPaymentStatus(StrEnum):
+    PAID = "paid"
+    UNPAID = "unpaid"
+    NO_PAYMENT_REQUIRED = "no_payment_required"
+
+
+class ChargeStatus(StrEnum):
+    SUCCEEDED = "succeeded"
+    PENDING = "pending"
+    FAILED = "failed"
 
 
 @dataclass(frozen=True)
@@ -52,7 +74,7 @@ class ChargeInfo:
 
     id: str
     intent_id: str
-    status: str
+    status: ChargeStatus
     paid: bool
     amount: int
     amount_refunded: int
@@ -68,8 +90,8 @@ class CheckoutInfo:
 
     id: str
     url: str
-    status: str
-    payment_status: str
+    status: CheckoutStatus
+    payment_status: CheckoutPaymentStatus
     intent_id: str = ""
     client_reference_id: str = ""
     customer_id: str = ""
@@ -110,8 +132,9 @@ class DisputeInfo:
     amount: int
     currency: str
     reason: str
-    status: str
+    status: str  # the provider's own word, kept for staff (needs_response, won, lost, ...)
     evidence_due_by: datetime | None = None
+    closed_in_our_favour: bool = False  # the money stays with us
 
 
 @dataclass(frozen=True)

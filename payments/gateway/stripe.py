@@ -9,7 +9,8 @@ import random
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any
+from enum import StrEnum
+from typing import Any, TypeVar
 
 import stripe
 
@@ -24,7 +25,10 @@ from payments.exceptions import (
 )
 from payments.gateway.base import (
     ChargeInfo,
+    ChargeStatus,
     CheckoutInfo,
+    CheckoutPaymentStatus,
+    CheckoutStatus,
     DisputeInfo,
     EventInfo,
     IntentInfo,
@@ -117,6 +121,20 @@ def _id_of(value: Any) -> str:
     if isinstance(value, str):
         return value
     return value.get("id", "") or ""
+
+
+E = TypeVar("E", bound=StrEnum)
+
+# https://docs.stripe.com/api/disputes/object#dispute_object-status
+_DISPUTE_CLOSED_IN_OUR_FAVOUR = frozenset({"won", "warning_closed"})
+
+
+def _choice(kind: type[E], value: Any, default: E) -> E:
+    """Stripe's word as the contract's enum; one it does not list yet acts on nothing (`default`)."""
+    try:
+        return kind(value)
+    except ValueError:
+        return default
 
 
 def _timestamp(value: int | None) -> datetime | None:
@@ -292,8 +310,10 @@ class StripeGateway(PaymentGateway):
         return CheckoutInfo(
             id=data["id"],
             url=data.get("url") or "",
-            status=data.get("status") or "",
-            payment_status=data.get("payment_status") or "",
+            status=_choice(CheckoutStatus, data.get("status"), CheckoutStatus.OPEN),
+            payment_status=_choice(
+                CheckoutPaymentStatus, data.get("payment_status"), CheckoutPaymentStatus.UNPAID
+            ),
             intent_id=_id_of(data.get("payment_intent")),
             client_reference_id=data.get("client_reference_id") or "",
             customer_id=_id_of(data.get("customer")),
@@ -329,6 +349,7 @@ class StripeGateway(PaymentGateway):
             reason=data.get("reason") or "",
             status=data.get("status") or "",
             evidence_due_by=_timestamp(evidence.get("due_by")),
+            closed_in_our_favour=data.get("status") in _DISPUTE_CLOSED_IN_OUR_FAVOUR,
         )
 
     def charge_from_object(self, obj: Any) -> ChargeInfo:
@@ -341,7 +362,7 @@ class StripeGateway(PaymentGateway):
         return ChargeInfo(
             id=data["id"],
             intent_id=_id_of(data.get("payment_intent")),
-            status=data.get("status") or "",
+            status=_choice(ChargeStatus, data.get("status"), ChargeStatus.PENDING),
             paid=bool(data.get("paid")),
             amount=int(data.get("amount") or 0),
             amount_refunded=int(data.get("amount_refunded") or 0),

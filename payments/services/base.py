@@ -159,6 +159,3 @@ def payment_id_for(
     except ValueError:
         return None
     return Payment.objects.filter(uid=uid).values_list("pk", flat=True).first()
-
-
-_DISPUTE_CLOSED_IN_OUR_FAVOUR = frozenset({"won", "warning_closed"})

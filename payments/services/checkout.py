@@ -12,9 +12,7 @@ from payments.exceptions import (
     IllegalTransition,
 )
 from payments.gateway import get_gateway
-from payments.gateway.base import (
-    CheckoutInfo,
-)
+from payments.gateway.base import CheckoutInfo, CheckoutStatus
 from payments.models import Payment
 from payments.services.attempts import _open_attempt, payment_cancel
 from payments.services.base import (
@@ -39,7 +37,7 @@ def payment_checkout_start(
     gateway = get_gateway()
     if payment.stripe_checkout_session_id:
         session = gateway.retrieve_checkout_session(payment.stripe_checkout_session_id)
-        if session.status == "open":
+        if session.status == CheckoutStatus.OPEN:
             return payment, session
         # Expired (or paid) meanwhile: apply that; a new attempt gets a session of its own.
         payment_sync_checkout(session=session)

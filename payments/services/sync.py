@@ -8,13 +8,15 @@ from django.db import transaction
 from payments import signals
 from payments.gateway.base import (
     ChargeInfo,
+    ChargeStatus,
     CheckoutInfo,
+    CheckoutPaymentStatus,
+    CheckoutStatus,
     DisputeInfo,
     IntentInfo,
 )
 from payments.models import Dispute, Payment
 from payments.services.base import (
-    _DISPUTE_CLOSED_IN_OUR_FAVOUR,
     _lock_payment,
     _log_extra,
     _send_on_commit,
@@ -47,7 +49,7 @@ def payment_sync_checkout(
         # Ours by its metadata, but not the session this attempt made: never applied.
         logger.error("checkout session is not the payment's own", extra=_log_extra(payment, other=session.id))
         return payment
-    paid = session.payment_status == "paid" and not failed
+    paid = session.payment_status == CheckoutPaymentStatus.PAID and not failed
     if paid and (session.amount_total, session.currency) != (payment.total, payment.currency):
         # Never mark paid what was paid for another amount: reconciliation reports it.
         logger.error(
@@ -62,13 +64,13 @@ def payment_sync_checkout(
     if session.customer_id and not payment.stripe_customer_id:
         payment.stripe_customer_id = session.customer_id
     payment.save()
-    target = {"paid": PaymentStatus.SUCCEEDED}.get(session.payment_status)
+    target = {CheckoutPaymentStatus.PAID: PaymentStatus.SUCCEEDED}.get(session.payment_status)
     if failed:
         target = PaymentStatus.FAILED
-    if session.status == "expired":
+    if session.status == CheckoutStatus.EXPIRED:
         target = PaymentStatus.CANCELED
     if reason is None:
-        reason = "expired" if session.status == "expired" else ""
+        reason = "expired" if session.status == CheckoutStatus.EXPIRED else ""
     if target and payment.status != target and can_transition(payment.status, target):
         _set_status(payment, target, reason=reason)
         if target == PaymentStatus.SUCCEEDED:
@@ -147,7 +149,7 @@ def payment_sync_charge(*, charge: ChargeInfo) -> Payment | None:
     payment.card_brand = charge.card_brand or payment.card_brand
     payment.card_last4 = charge.card_last4 or payment.card_last4
     payment.save()
-    paid = charge.status == "succeeded" and charge.paid
+    paid = charge.status == ChargeStatus.SUCCEEDED and charge.paid
     matches = (charge.amount, charge.currency) == (payment.total, payment.currency)
     if paid and matches and can_transition(payment.status, PaymentStatus.SUCCEEDED):
         _set_status(payment, PaymentStatus.SUCCEEDED)
@@ -181,7 +183,7 @@ def dispute_sync(*, dispute: DisputeInfo) -> Dispute | None:
         row.status = dispute.status
         row.evidence_due_by = dispute.evidence_due_by or row.evidence_due_by
         row.save()
-    if dispute.status in _DISPUTE_CLOSED_IN_OUR_FAVOUR:
+    if dispute.closed_in_our_favour:
         if payment.status == PaymentStatus.DISPUTED:
             refunded = payment.refunded_amount()
             _set_status(payment, PaymentStatus.PARTIALLY_REFUNDED if refunded else PaymentStatus.SUCCEEDED)
