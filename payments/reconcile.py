@@ -14,7 +14,7 @@ import logging
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TypeVar
 
 from django.db import models, transaction
 from django.utils import timezone
@@ -28,6 +28,7 @@ from payments.states import PAID_STATUSES, REFUND_HOLDS_MONEY, PaymentStatus, ca
 from payments.webhooks import webhook_event_process, webhook_event_store
 
 logger = logging.getLogger(__name__)
+T = TypeVar("T")
 
 # Read a little before the last run's start: Stripe objects created while it ran.
 OVERLAP = timedelta(hours=1)
@@ -84,7 +85,7 @@ class Report:
         }
 
 
-def _pages(fetch: Callable[[str | None], Page]) -> Iterator[list[Any]]:
+def _pages(fetch: Callable[[str | None], Page[T]]) -> Iterator[list[T]]:
     cursor = None
     while True:
         page = fetch(cursor)

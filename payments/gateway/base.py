@@ -6,7 +6,7 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 # The provider's words for the states services act on, named once here: a gateway maps its own
 # vocabulary into these (a value it does not know becomes the one that acts on nothing).
@@ -150,11 +150,14 @@ class EventInfo:
     raw: dict[str, Any]
 
 
+T = TypeVar("T")
+
+
 @dataclass(frozen=True)
-class Page:
+class Page(Generic[T]):
     """One page of a list; pass `next_cursor` back to get the next one."""
 
-    items: list[Any]
+    items: list[T]
     has_more: bool
     next_cursor: str | None
 
@@ -209,7 +212,7 @@ class PaymentGateway(ABC):
     @abstractmethod
     def list_intents(
         self, *, created_gte: int | None = None, cursor: str | None = None, limit: int = 100
-    ) -> Page:
+    ) -> Page[IntentInfo]:
         """Intents newest first, a page at a time (items are IntentInfo)."""
 
     @abstractmethod
@@ -274,7 +277,7 @@ class PaymentGateway(ABC):
         created_gte: int | None = None,
         cursor: str | None = None,
         limit: int = 100,
-    ) -> Page:
+    ) -> Page[RefundInfo]:
         """Refunds newest first, optionally one intent's or created since a time (items are RefundInfo)."""
 
     @abstractmethod
@@ -324,7 +327,7 @@ class PaymentGateway(ABC):
     @abstractmethod
     def list_events(
         self, *, created_gt: int | None = None, cursor: str | None = None, limit: int = 100
-    ) -> Page:
+    ) -> Page[EventInfo]:
         """Events newest first (items are EventInfo)."""
 
     @abstractmethod

@@ -10,7 +10,7 @@ import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import stripe
 
@@ -123,7 +123,13 @@ def _id_of(value: Any) -> str:
     return value.get("id", "") or ""
 
 
+class _Identified(Protocol):
+    @property
+    def id(self) -> str: ...
+
+
 E = TypeVar("E", bound=StrEnum)
+T = TypeVar("T", bound=_Identified)
 
 # https://docs.stripe.com/api/disputes/object#dispute_object-status
 _DISPUTE_CLOSED_IN_OUR_FAVOUR = frozenset({"won", "warning_closed"})
@@ -404,7 +410,7 @@ class StripeGateway(PaymentGateway):
         )
 
     @staticmethod
-    def _page(result: Any, convert: Callable[[Any], Any]) -> Page:
+    def _page(result: Any, convert: Callable[[Any], T]) -> Page[T]:
         items = [convert(item) for item in result.data]
         last = items[-1].id if items else None
         return Page(items=items, has_more=bool(result.has_more), next_cursor=last)
@@ -493,7 +499,7 @@ class StripeGateway(PaymentGateway):
 
     def list_intents(
         self, *, created_gte: int | None = None, cursor: str | None = None, limit: int = 100
-    ) -> Page:
+    ) -> Page[IntentInfo]:
         params: dict[str, Any] = {"limit": limit, "expand": ["data.latest_charge"]}
         if created_gte:
             params["created"] = {"gte": created_gte}
@@ -598,7 +604,7 @@ class StripeGateway(PaymentGateway):
         created_gte: int | None = None,
         cursor: str | None = None,
         limit: int = 100,
-    ) -> Page:
+    ) -> Page[RefundInfo]:
         params: dict[str, Any] = {"limit": limit}
         if intent_id:
             params["payment_intent"] = intent_id
@@ -673,7 +679,7 @@ class StripeGateway(PaymentGateway):
 
     def list_events(
         self, *, created_gt: int | None = None, cursor: str | None = None, limit: int = 100
-    ) -> Page:
+    ) -> Page[EventInfo]:
         params: dict[str, Any] = {"limit": limit}
         if created_gt:
             params["created"] = {"gt": created_gt}
