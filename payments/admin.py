@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin import helpers
@@ -10,9 +12,11 @@ from django.core.exceptions import PermissionDenied
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.core.paginator import Paginator
 from django.db import connection
+from django.db.models import Model, QuerySet
+from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect
 from django.template.response import TemplateResponse
-from django.urls import path, reverse
+from django.urls import URLPattern, path, reverse
 from django.utils.functional import cached_property
 from django.utils.html import format_html
 
@@ -45,7 +49,7 @@ class EstimatedCountPaginator(Paginator):
         return super().count
 
 
-def _dashboard(kind: str, stripe_id: str):
+def _dashboard(kind: str, stripe_id: str) -> str:
     if not stripe_id:
         return "-"
     mode = "" if (payments_settings.SECRET_KEY or "").startswith(("sk_live_", "rk_live_")) else "test/"
@@ -61,13 +65,13 @@ def _dashboard(kind: str, stripe_id: str):
 class ReadOnlyAdmin(admin.ModelAdmin):
     """Rows written only by the services: visible, never added, edited or deleted here."""
 
-    def has_add_permission(self, request, obj=None) -> bool:
+    def has_add_permission(self, request: HttpRequest, obj: Model | None = None) -> bool:
         return False
 
-    def has_change_permission(self, request, obj=None) -> bool:
+    def has_change_permission(self, request: HttpRequest, obj: Model | None = None) -> bool:
         return False
 
-    def has_delete_permission(self, request, obj=None) -> bool:
+    def has_delete_permission(self, request: HttpRequest, obj: Model | None = None) -> bool:
         return False
 
 
@@ -78,7 +82,7 @@ class RefundInline(admin.TabularInline):
     fields = ("id", "amount_display", "status", "reason", "refund_link", "requested_by", "created_at")
     readonly_fields = fields
 
-    def has_add_permission(self, request, obj=None) -> bool:
+    def has_add_permission(self, request: HttpRequest, obj: Payment | None = None) -> bool:
         return False
 
     @admin.display(description="amount")
@@ -86,7 +90,7 @@ class RefundInline(admin.TabularInline):
         return money.format_amount(refund.amount, refund.currency)
 
     @admin.display(description="Stripe refund")
-    def refund_link(self, refund: Refund):
+    def refund_link(self, refund: Refund) -> str:
         return _dashboard("refunds", refund.stripe_refund_id)
 
 
@@ -101,7 +105,7 @@ class RefundForm(forms.Form):
         ],
     )
 
-    def __init__(self, *args, payment: Payment, **kwargs):
+    def __init__(self, *args: Any, payment: Payment, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.payment = payment
 
@@ -173,7 +177,9 @@ class PaymentAdmin(ReadOnlyAdmin):
         "cus_": "stripe_customer_id",
     }
 
-    def get_search_results(self, request, queryset, search_term):
+    def get_search_results(
+        self, request: HttpRequest, queryset: QuerySet[Payment], search_term: str
+    ) -> tuple[QuerySet[Payment], bool]:
         term = search_term.strip()
         for prefix, field in self.ID_PREFIXES.items():
             if term.startswith(prefix) and " " not in term:
@@ -182,11 +188,11 @@ class PaymentAdmin(ReadOnlyAdmin):
             return queryset.filter(owner__email__iexact=term), False
         return super().get_search_results(request, queryset, search_term)
 
-    def has_change_permission(self, request, obj=None) -> bool:
+    def has_change_permission(self, request: HttpRequest, obj: Model | None = None) -> bool:
         # Staff may open a payment (to see it and refund it); every field stays read-only.
         return request.user.is_staff and request.user.has_perm("payments.view_payment")
 
-    def has_refund_permission(self, request) -> bool:
+    def has_refund_permission(self, request: HttpRequest) -> bool:
         return request.user.has_perm(REFUND_PERMISSION)
 
     @admin.display(description="total", ordering="total")
@@ -210,11 +216,11 @@ class PaymentAdmin(ReadOnlyAdmin):
         return payment.owner.email or payment.owner.get_username()
 
     @admin.display(description="payment intent")
-    def intent_link(self, payment: Payment):
+    def intent_link(self, payment: Payment) -> str:
         return _dashboard("payments", payment.stripe_payment_intent_id)
 
     @admin.display(description="charge")
-    def charge_link(self, payment: Payment):
+    def charge_link(self, payment: Payment) -> str:
         return _dashboard("payments", payment.stripe_charge_id)
 
     @admin.display(description="checkout session")
@@ -222,17 +228,17 @@ class PaymentAdmin(ReadOnlyAdmin):
         return payment.stripe_checkout_session_id or "-"
 
     @admin.display(description="customer")
-    def customer_link(self, payment: Payment):
+    def customer_link(self, payment: Payment) -> str:
         return _dashboard("customers", payment.stripe_customer_id)
 
     @admin.display(description="refund")
-    def refund_button(self, payment: Payment):
+    def refund_button(self, payment: Payment) -> str:
         if payment.status not in REFUNDABLE_STATUSES:
             return "Not refundable in this state."
         url = reverse("admin:payments_payment_refund", args=[payment.pk])
         return format_html('<a class="button" href="{}">Refund…</a>', url)
 
-    def get_urls(self):
+    def get_urls(self) -> list[URLPattern]:
         return [
             path(
                 "<int:payment_id>/refund/",
@@ -242,7 +248,8 @@ class PaymentAdmin(ReadOnlyAdmin):
             *super().get_urls(),
         ]
 
-    def _log_refund(self, request, payment: Payment, refund: Refund) -> None:
+    def _log_refund(self, request: HttpRequest, payment: Payment, refund: Refund) -> None:
+        assert request.user.is_authenticated  # admin_view lets only active staff in
         LogEntry.objects.log_actions(
             user_id=request.user.pk,
             queryset=[payment],
@@ -254,7 +261,7 @@ class PaymentAdmin(ReadOnlyAdmin):
             ),
         )
 
-    def refund_view(self, request, payment_id: int):
+    def refund_view(self, request: HttpRequest, payment_id: int) -> HttpResponse:
         """The refund form, a confirmation step, then the refund service."""
         if not self.has_refund_permission(request):
             raise PermissionDenied
@@ -304,7 +311,7 @@ class PaymentAdmin(ReadOnlyAdmin):
         return TemplateResponse(request, "admin/payments/payment/refund.html", context)
 
     @admin.action(description="Refund selected payments in full", permissions=["refund"])
-    def refund_in_full(self, request, queryset):
+    def refund_in_full(self, request: HttpRequest, queryset: QuerySet[Payment]) -> TemplateResponse | None:
         payments = list(queryset.filter(status__in=REFUNDABLE_STATUSES).select_related("owner"))
         if request.POST.get("confirmed") != "yes":
             rows = [(p, money.format_amount(p.refundable_amount(), p.currency)) for p in payments]
@@ -359,7 +366,7 @@ class RefundAdmin(ReadOnlyAdmin):
         return money.format_amount(refund.amount, refund.currency)
 
     @admin.display(description="Stripe refund")
-    def refund_link(self, refund: Refund):
+    def refund_link(self, refund: Refund) -> str:
         return _dashboard("refunds", refund.stripe_refund_id)
 
 
@@ -384,7 +391,7 @@ class WebhookEventAdmin(ReadOnlyAdmin):
         "payload",
     )
 
-    def has_change_permission(self, request, obj=None) -> bool:
+    def has_change_permission(self, request: HttpRequest, obj: Model | None = None) -> bool:
         return request.user.is_staff and request.user.has_perm("payments.view_webhookevent")
 
     @admin.display(description="last error")
@@ -392,14 +399,14 @@ class WebhookEventAdmin(ReadOnlyAdmin):
         return (event.last_error[:80] + "…") if len(event.last_error) > 80 else event.last_error
 
     @admin.action(description="Replay selected events", permissions=["replay"])
-    def replay(self, request, queryset):
+    def replay(self, request: HttpRequest, queryset: QuerySet[WebhookEvent]) -> None:
         results = webhook_events_replay(events=list(queryset))
         failed = [e.stripe_event_id for e in results if e.status == WebhookEvent.Status.FAILED]
         self.message_user(request, f"{len(results) - len(failed)} event(s) replayed.", messages.SUCCESS)
         if failed:
             self.message_user(request, f"Still failing: {', '.join(failed)}", messages.ERROR)
 
-    def has_replay_permission(self, request) -> bool:
+    def has_replay_permission(self, request: HttpRequest) -> bool:
         return request.user.has_perm("payments.change_webhookevent")
 
 
@@ -428,7 +435,7 @@ class CustomerAdmin(ReadOnlyAdmin):
     list_select_related = ("user",)
 
     @admin.display(description="Stripe customer")
-    def customer_link(self, customer: Customer):
+    def customer_link(self, customer: Customer) -> str:
         return _dashboard("customers", customer.stripe_customer_id)
 
 

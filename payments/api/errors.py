@@ -6,6 +6,7 @@ it from a handler of your own, as the booking site does for its JWT errors)."""
 from __future__ import annotations
 
 import logging
+from typing import TYPE_CHECKING, Any
 
 from django.core.exceptions import ObjectDoesNotExist, PermissionDenied, RequestDataTooBig
 from django.core.exceptions import ValidationError as DjangoValidationError
@@ -15,6 +16,11 @@ from rest_framework import exceptions, serializers, status
 from rest_framework.response import Response
 
 from payments.exceptions import PaymentError, ProviderError
+
+if TYPE_CHECKING:
+    # The stubs' alias for an exception's detail (ErrorDetail, or lists and dicts of them): it
+    # exists only in djangorestframework-stubs.
+    from rest_framework.exceptions import _Detail
 
 logger = logging.getLogger(__name__)
 
@@ -45,7 +51,7 @@ def error_response(
     return Response(body, status=http_status, headers=headers)
 
 
-def _first_error(detail, path: str = "") -> tuple[str | None, str, str]:
+def _first_error(detail: _Detail, path: str = "") -> tuple[str | None, str, str]:
     """(param, message, code) of the first error in a DRF detail structure."""
     if isinstance(detail, dict):
         for key, value in detail.items():
@@ -70,7 +76,7 @@ def register_error(exc_class: type, http_status: int) -> None:
     _HOSTED_ERRORS.append((exc_class, http_status))
 
 
-def exception_handler(exc, context):
+def exception_handler(exc: Exception, context: dict[str, Any]) -> Response:
     if isinstance(exc, PaymentError):
         if isinstance(exc, ProviderError) and exc.http_status >= 500:
             logger.warning("provider unavailable", extra={"error_code": exc.code})

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from typing import Any
 from urllib.parse import urlsplit
 
 from django.conf import settings
@@ -21,19 +22,19 @@ class MajorUnitAmountField(serializers.Field):
 
     default_error_messages = {"not_a_string": 'Give the amount as a decimal string, such as "50.00".'}
 
-    def to_internal_value(self, data):
+    def to_internal_value(self, data: object) -> str:
         if not isinstance(data, str):
             self.fail("not_a_string")
         return data.strip()
 
-    def to_representation(self, value):
+    def to_representation(self, value: object) -> str:
         return str(value)
 
 
 class JSONBooleanField(serializers.BooleanField):
     """true or false, as JSON writes them; "0", "yes" or 1 are not what the schema promises."""
 
-    def to_internal_value(self, data):
+    def to_internal_value(self, data: object) -> bool:
         if not isinstance(data, bool):
             self.fail("invalid", input=data)
         return data
@@ -123,7 +124,7 @@ class IntentRequestSerializer(serializers.Serializer):
     confirm_immediately = JSONBooleanField(required=False, default=False)
     save_payment_method = JSONBooleanField(required=False, default=False)
 
-    def validate(self, attrs):
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
         if attrs.get("confirm_immediately") and not attrs.get("payment_method_id"):
             raise serializers.ValidationError({"payment_method_id": "Needed to confirm immediately."})
         return attrs

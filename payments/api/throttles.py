@@ -2,12 +2,19 @@
 
 import logging
 import time
+from typing import TYPE_CHECKING
 
 from django.conf import settings
 from django.core.cache import cache
+from rest_framework.request import Request
 from rest_framework.throttling import SimpleRateThrottle
 
 from payments.conf import payments_settings
+
+if TYPE_CHECKING:
+    # Not at run time: REST framework's APIView reads DEFAULT_THROTTLE_CLASSES in its class body,
+    # so a host listing these throttles there would import rest_framework.views in a cycle.
+    from rest_framework.views import APIView
 
 logger = logging.getLogger(__name__)
 
@@ -22,11 +29,11 @@ class CountingRateThrottle(SimpleRateThrottle):
     Subclasses may read their rate elsewhere (the payments throttles: PAYMENTS["THROTTLE_RATES"]).
     """
 
-    def get_rate(self):
+    def get_rate(self) -> str | None:
         rates: dict[str, str] = getattr(settings, "REST_FRAMEWORK", {}).get("DEFAULT_THROTTLE_RATES", {})
         return rates.get(self.scope or "")
 
-    def allow_request(self, request, view) -> bool:
+    def allow_request(self, request: Request, view: "APIView") -> bool:
         if self.rate is None:
             return True
         key = self.get_cache_key(request, view)
@@ -56,7 +63,7 @@ class CountingUserRateThrottle(CountingRateThrottle):
     """Counted per user (per address for anonymous requests); the rate from REST framework's
     DEFAULT_THROTTLE_RATES[scope]."""
 
-    def get_cache_key(self, request, view):
+    def get_cache_key(self, request: Request, view: "APIView") -> str | None:
         ident = request.user.pk if request.user and request.user.is_authenticated else self.get_ident(request)
         return self.cache_format % {"scope": self.scope, "ident": ident}
 
@@ -66,7 +73,7 @@ class PaymentRateThrottle(CountingUserRateThrottle):
 
     scope = "payments"
 
-    def get_rate(self):
+    def get_rate(self) -> str | None:
         return payments_settings.THROTTLE_RATES.get(self.scope or "")
 
 

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import logging
 from datetime import datetime, timedelta
+from typing import Any
 
 from django.core.cache import cache
+from django.db.models import Model, QuerySet
 from django.http import Http404
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import mixins, permissions, status, viewsets
@@ -33,6 +35,7 @@ from payments.api.serializers import (
 from payments.api.throttles import PaymentRateThrottle, StatusRateThrottle
 from payments.conf import payments_settings
 from payments.exceptions import IllegalTransition
+from payments.gateway.base import CheckoutInfo
 from payments.models import Payment
 from payments.services import PaymentResult
 from payments.states import PaymentStatus
@@ -93,40 +96,42 @@ class PayablePaymentViewSet(viewsets.GenericViewSet):
 
     # Hooks for the host -------------------------------------------------------------------
 
-    def get_payable_queryset(self, *, any_owner: bool = False):
+    def get_payable_queryset(self, *, any_owner: bool = False) -> QuerySet[Model]:
         """The payables the request's user may act on (all of them when `any_owner`)."""
         raise NotImplementedError
 
-    def start_payment(self, payable, **options) -> PaymentResult:
+    def start_payment(self, payable: Model, **options: Any) -> PaymentResult:
         """Start paying for `payable` through payments.services.payment_start."""
         raise NotImplementedError
 
-    def retry_payment(self, payable, *, payment_method_id: str = "") -> PaymentResult:
+    def retry_payment(self, payable: Model, *, payment_method_id: str = "") -> PaymentResult:
         """After a failure, a new attempt through payments.services.payment_retry, once the host
         has checked that `payable` can still be paid."""
         raise NotImplementedError
 
-    def start_checkout(self, payable, *, success_url: str, cancel_url: str):
+    def start_checkout(
+        self, payable: Model, *, success_url: str, cancel_url: str
+    ) -> tuple[Payment, CheckoutInfo]:
         """Start a hosted checkout through payments.services.payment_checkout_start."""
         raise NotImplementedError
 
-    def refund_deadline(self, payable) -> datetime | None:
+    def refund_deadline(self, payable: Model) -> datetime | None:
         """When the payable's owner may no longer refund it themselves (None: never)."""
         return None
 
-    def checkout_return_urls(self, payable) -> tuple[str, str]:
+    def checkout_return_urls(self, payable: Model) -> tuple[str, str]:
         """Default (success_url, cancel_url) for a hosted checkout."""
         raise NotImplementedError
 
     # Helpers ------------------------------------------------------------------------------
 
-    def get_payable(self, *, any_owner: bool = False):
+    def get_payable(self, *, any_owner: bool = False) -> Model:
         key = self.kwargs[self.payable_lookup]
         if not str(key).isdigit():
             raise Http404
         return self.get_payable_queryset(any_owner=any_owner).get(pk=key)
 
-    def latest_payment(self, payable) -> Payment:
+    def latest_payment(self, payable: Model) -> Payment:
         """The payable's sale when it has one (a later, refunded duplicate is not "the" payment),
         else its latest attempt."""
         payments = Payment.objects.for_payable(payable).order_by("-attempt")
@@ -139,7 +144,7 @@ class PayablePaymentViewSet(viewsets.GenericViewSet):
 
     @extend_schema(request=IntentRequestSerializer, responses={200: IntentResponseSerializer, **PAY_ERRORS})
     @action(detail=False, methods=["post"], throttle_classes=[PaymentRateThrottle])
-    def intent(self, request: Request, **kwargs) -> Response:
+    def intent(self, request: Request, **kwargs: Any) -> Response:
         """Create (or return the open) PaymentIntent; the amount comes from the payable."""
         body = IntentRequestSerializer(data=request.data)
         body.is_valid(raise_exception=True)
@@ -154,7 +159,7 @@ class PayablePaymentViewSet(viewsets.GenericViewSet):
 
     @extend_schema(request=ConfirmRequestSerializer, responses={200: IntentResponseSerializer, **PAY_ERRORS})
     @action(detail=False, methods=["post"], throttle_classes=[PaymentRateThrottle])
-    def confirm(self, request: Request, **kwargs) -> Response:
+    def confirm(self, request: Request, **kwargs: Any) -> Response:
         """Confirm the open payment, optionally with a new card; may answer requires_action."""
         body = ConfirmRequestSerializer(data=request.data)
         body.is_valid(raise_exception=True)
@@ -176,7 +181,7 @@ class PayablePaymentViewSet(viewsets.GenericViewSet):
 
     @extend_schema(request=None, responses={200: PaymentSerializer, **PAY_ERRORS})
     @action(detail=False, methods=["get"], throttle_classes=[StatusRateThrottle])
-    def status(self, request: Request, **kwargs) -> Response:
+    def status(self, request: Request, **kwargs: Any) -> Response:
         """The payment's state, asked of Stripe while it is still moving (at most every few seconds)."""
         payable = self.get_payable(any_owner=policy.is_refund_staff(request.user))
         payment = self.latest_payment(payable)
@@ -189,7 +194,7 @@ class PayablePaymentViewSet(viewsets.GenericViewSet):
         responses={201: RefundResponseSerializer, 403: ErrorSerializer, **PAY_ERRORS},
     )
     @action(detail=False, methods=["post"], throttle_classes=[PaymentRateThrottle])
-    def refund(self, request: Request, **kwargs) -> Response:
+    def refund(self, request: Request, **kwargs: Any) -> Response:
         """Refund in full (no amount) or in part ("50.00"); owners within the refund window."""
         body = RefundRequestSerializer(data=request.data)
         body.is_valid(raise_exception=True)
@@ -213,7 +218,7 @@ class PayablePaymentViewSet(viewsets.GenericViewSet):
 
     @extend_schema(request=RetryRequestSerializer, responses={200: IntentResponseSerializer, **PAY_ERRORS})
     @action(detail=False, methods=["post"], throttle_classes=[PaymentRateThrottle])
-    def retry(self, request: Request, **kwargs) -> Response:
+    def retry(self, request: Request, **kwargs: Any) -> Response:
         """After a failure: a new attempt, charged to the card given, or left for Stripe.js to confirm."""
         body = RetryRequestSerializer(data=request.data)
         body.is_valid(raise_exception=True)
@@ -226,7 +231,7 @@ class PayablePaymentViewSet(viewsets.GenericViewSet):
         request=CheckoutRequestSerializer, responses={200: CheckoutResponseSerializer, **PAY_ERRORS}
     )
     @action(detail=False, methods=["post"], throttle_classes=[PaymentRateThrottle])
-    def checkout(self, request: Request, **kwargs) -> Response:
+    def checkout(self, request: Request, **kwargs: Any) -> Response:
         """Pay on Stripe's hosted page: returns the session id and the URL to send the payer to."""
         body = CheckoutRequestSerializer(data=request.data)
         body.is_valid(raise_exception=True)
@@ -249,10 +254,10 @@ class PayablePaymentHistoryViewSet(mixins.ListModelMixin, viewsets.GenericViewSe
     serializer_class = PaymentSerializer
     pagination_class = None
 
-    def get_payable_queryset(self):
+    def get_payable_queryset(self) -> QuerySet[Model]:
         raise NotImplementedError
 
-    def get_queryset(self):
+    def get_queryset(self) -> QuerySet[Payment]:
         key = self.kwargs.get(self.payable_lookup, "")
         if getattr(self, "swagger_fake_view", False):
             return Payment.objects.none()
@@ -262,7 +267,7 @@ class PayablePaymentHistoryViewSet(mixins.ListModelMixin, viewsets.GenericViewSe
         return Payment.objects.for_payable(payable).order_by("-attempt").prefetch_related("refunds")
 
     @extend_schema(responses={200: PaymentSerializer(many=True), **ERRORS})
-    def list(self, request, *args, **kwargs):
+    def list(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         return super().list(request, *args, **kwargs)
 
 
@@ -271,7 +276,7 @@ class PaymentViewSet(viewsets.ReadOnlyModelViewSet):
 
     serializer_class = PaymentSerializer
 
-    def get_queryset(self):
+    def get_queryset(self) -> QuerySet[Payment]:
         if getattr(self, "swagger_fake_view", False):
             return Payment.objects.none()
         return Payment.objects.filter(owner_id=self.request.user.pk).prefetch_related("refunds")

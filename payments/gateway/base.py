@@ -266,10 +266,6 @@ class PaymentGateway(ABC):
         """Send `amount` of the intent's charge back to the payer."""
 
     @abstractmethod
-    def retrieve_refund(self, refund_id: str) -> RefundInfo:
-        """The refund's current state."""
-
-    @abstractmethod
     def list_refunds(
         self,
         *,
@@ -307,12 +303,6 @@ class PaymentGateway(ABC):
     @abstractmethod
     def retrieve_payment_method(self, payment_method_id: str) -> PaymentMethodInfo:
         """One payment method."""
-
-    @abstractmethod
-    def attach_payment_method(
-        self, payment_method_id: str, *, customer_id: str, idempotency_key: str
-    ) -> PaymentMethodInfo:
-        """Save a payment method on the customer."""
 
     @abstractmethod
     def detach_payment_method(self, payment_method_id: str, *, idempotency_key: str) -> None:

@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import random
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime
-from enum import StrEnum
-from typing import Any, Protocol, TypeVar
+from datetime import datetime
+from typing import Any
 
 import stripe
 
@@ -20,15 +18,12 @@ from payments.exceptions import (
     PaymentError,
     ProviderError,
     ProviderUnavailable,
-    WebhookPayloadError,
     WebhookSignatureError,
 )
+from payments.gateway import stripe_objects
 from payments.gateway.base import (
     ChargeInfo,
-    ChargeStatus,
     CheckoutInfo,
-    CheckoutPaymentStatus,
-    CheckoutStatus,
     DisputeInfo,
     EventInfo,
     IntentInfo,
@@ -39,20 +34,11 @@ from payments.gateway.base import (
     SetupIntentInfo,
 )
 from payments.gateway.budget import budget_remaining
-from payments.states import PaymentStatus, RefundStatus
 
 logger = logging.getLogger(__name__)
 
 # The reasons Stripe accepts on a refund; anything else travels in metadata only.
 STRIPE_REFUND_REASONS = frozenset({"duplicate", "fraudulent", "requested_by_customer"})
-
-_REFUND_STATUS = {
-    "pending": RefundStatus.PENDING,
-    "requires_action": RefundStatus.REQUIRES_ACTION,
-    "succeeded": RefundStatus.SUCCEEDED,
-    "failed": RefundStatus.FAILED,
-    "canceled": RefundStatus.CANCELED,
-}
 
 
 class BackoffHTTPClient(stripe.RequestsClient):
@@ -105,48 +91,6 @@ class BackoffHTTPClient(stripe.RequestsClient):
         return delay * (0.5 + random.random() / 2)  # noqa: S311  (jitter, not security)
 
 
-def _as_dict(obj: Any) -> dict[str, Any]:
-    if obj is None:
-        return {}
-    if isinstance(obj, dict):
-        return obj
-    # for_json: the SDK turns decimal-string fields into Decimal, which a stored payload cannot hold.
-    return obj.to_dict(for_json=True)
-
-
-def _id_of(value: Any) -> str:
-    """A field that is an id, or an expanded object with an id."""
-    if not value:
-        return ""
-    if isinstance(value, str):
-        return value
-    return value.get("id", "") or ""
-
-
-class _Identified(Protocol):
-    @property
-    def id(self) -> str: ...
-
-
-E = TypeVar("E", bound=StrEnum)
-T = TypeVar("T", bound=_Identified)
-
-# https://docs.stripe.com/api/disputes/object#dispute_object-status
-_DISPUTE_CLOSED_IN_OUR_FAVOUR = frozenset({"won", "warning_closed"})
-
-
-def _choice(kind: type[E], value: Any, default: E) -> E:
-    """Stripe's word as the contract's enum; one it does not list yet acts on nothing (`default`)."""
-    try:
-        return kind(value)
-    except ValueError:
-        return default
-
-
-def _timestamp(value: int | None) -> datetime | None:
-    return datetime.fromtimestamp(value, tz=UTC) if value else None
-
-
 def _translate(exc: stripe.StripeError) -> PaymentError:
     """Turn an SDK error into the app's own, keeping only what is safe to show."""
     code = getattr(exc, "code", None) or ""
@@ -190,24 +134,6 @@ def _translate(exc: stripe.StripeError) -> PaymentError:
             code="provider_busy",
         )
     return ProviderUnavailable() if status >= 500 else ProviderError()
-
-
-def _event_body(payload: bytes) -> dict[str, Any]:
-    """A signed body, checked to be shaped like a Stripe event (signed is not the same as sane)."""
-    try:
-        data = json.loads(payload)
-    except (ValueError, RecursionError):
-        raise WebhookPayloadError("The webhook body is not valid JSON.") from None
-    if not isinstance(data, dict):
-        raise WebhookPayloadError()
-    event_id, event_type, body = data.get("id"), data.get("type"), data.get("data")
-    if not (isinstance(event_id, str) and 0 < len(event_id) <= 255):
-        raise WebhookPayloadError("The event has no usable id.")
-    if not (isinstance(event_type, str) and 0 < len(event_type) <= 128):
-        raise WebhookPayloadError("The event has no usable type.")
-    if not (isinstance(body, dict) and isinstance(body.get("object"), dict)):
-        raise WebhookPayloadError("The event carries no object.")
-    return data
 
 
 class StripeGateway(PaymentGateway):
@@ -269,151 +195,28 @@ class StripeGateway(PaymentGateway):
     def _write(key: str) -> dict[str, Any]:
         return {"idempotency_key": key}
 
-    # Shapes -----------------------------------------------------------------------
+    # Shapes: the pure mappers live in stripe_objects; these name them for the contract.
 
     def intent_from_object(self, obj: Any) -> IntentInfo:
-        data = _as_dict(obj)
-        provider_status = data.get("status", "")
-        error = data.get("last_payment_error") or {}
-        status = {
-            "requires_payment_method": PaymentStatus.FAILED if error else PaymentStatus.CREATED,
-            "requires_confirmation": PaymentStatus.CREATED,
-            "requires_action": PaymentStatus.REQUIRES_ACTION,
-            "processing": PaymentStatus.PROCESSING,
-            "requires_capture": PaymentStatus.PROCESSING,
-            "succeeded": PaymentStatus.SUCCEEDED,
-            "canceled": PaymentStatus.CANCELED,
-        }.get(provider_status, PaymentStatus.PROCESSING)
-        card: dict[str, Any] = {}
-        method = data.get("payment_method")
-        if isinstance(method, dict):
-            card = method.get("card") or {}
-        charge = data.get("latest_charge")
-        if isinstance(charge, dict):
-            card = card or ((charge.get("payment_method_details") or {}).get("card") or {})
-        return IntentInfo(
-            id=data["id"],
-            status=status,
-            provider_status=provider_status,
-            amount=int(data.get("amount") or 0),
-            currency=(data.get("currency") or "").lower(),
-            client_secret=data.get("client_secret") or "",
-            customer_id=_id_of(data.get("customer")),
-            charge_id=_id_of(charge),
-            payment_method_id=_id_of(method) or _id_of(error.get("payment_method")),
-            card_brand=card.get("brand") or "",
-            card_last4=card.get("last4") or "",
-            error_code=error.get("code") or "",
-            decline_code=error.get("decline_code") or "",
-            error_message=error.get("message") or "",
-            next_action=data.get("next_action") or None,
-            metadata=dict(data.get("metadata") or {}),
-            amount_refunded=charge.get("amount_refunded") if isinstance(charge, dict) else None,
-        )
+        return stripe_objects.intent_info(obj)
 
     def checkout_from_object(self, obj: Any) -> CheckoutInfo:
-        data = _as_dict(obj)
-        return CheckoutInfo(
-            id=data["id"],
-            url=data.get("url") or "",
-            status=_choice(CheckoutStatus, data.get("status"), CheckoutStatus.OPEN),
-            payment_status=_choice(
-                CheckoutPaymentStatus, data.get("payment_status"), CheckoutPaymentStatus.UNPAID
-            ),
-            intent_id=_id_of(data.get("payment_intent")),
-            client_reference_id=data.get("client_reference_id") or "",
-            customer_id=_id_of(data.get("customer")),
-            expires_at=_timestamp(data.get("expires_at")),
-            metadata=dict(data.get("metadata") or {}),
-            amount_total=None if data.get("amount_total") is None else int(data["amount_total"]),
-            currency=(data.get("currency") or "").lower(),
-        )
+        return stripe_objects.checkout_info(obj)
 
     def refund_from_object(self, obj: Any) -> RefundInfo:
-        data = _as_dict(obj)
-        return RefundInfo(
-            id=data["id"],
-            status=_REFUND_STATUS.get(data.get("status") or "", RefundStatus.PENDING),
-            amount=int(data.get("amount") or 0),
-            currency=(data.get("currency") or "").lower(),
-            intent_id=_id_of(data.get("payment_intent")),
-            charge_id=_id_of(data.get("charge")),
-            reason=data.get("reason") or "",
-            failure_reason=data.get("failure_reason") or "",
-            metadata=dict(data.get("metadata") or {}),
-        )
+        return stripe_objects.refund_info(obj)
 
     def dispute_from_object(self, obj: Any) -> DisputeInfo:
-        data = _as_dict(obj)
-        evidence = data.get("evidence_details") or {}
-        return DisputeInfo(
-            id=data["id"],
-            charge_id=_id_of(data.get("charge")),
-            intent_id=_id_of(data.get("payment_intent")),
-            amount=int(data.get("amount") or 0),
-            currency=(data.get("currency") or "").lower(),
-            reason=data.get("reason") or "",
-            status=data.get("status") or "",
-            evidence_due_by=_timestamp(evidence.get("due_by")),
-            closed_in_our_favour=data.get("status") in _DISPUTE_CLOSED_IN_OUR_FAVOUR,
-        )
+        return stripe_objects.dispute_info(obj)
 
     def charge_from_object(self, obj: Any) -> ChargeInfo:
-        data = _as_dict(obj)
-        card = (data.get("payment_method_details") or {}).get("card") or {}
-        listed = data.get("refunds")
-        refunds = None
-        if isinstance(listed, dict) and not listed.get("has_more"):
-            refunds = [self.refund_from_object(item) for item in listed.get("data") or []]
-        return ChargeInfo(
-            id=data["id"],
-            intent_id=_id_of(data.get("payment_intent")),
-            status=_choice(ChargeStatus, data.get("status"), ChargeStatus.PENDING),
-            paid=bool(data.get("paid")),
-            amount=int(data.get("amount") or 0),
-            amount_refunded=int(data.get("amount_refunded") or 0),
-            currency=(data.get("currency") or "").lower(),
-            card_brand=card.get("brand") or "",
-            card_last4=card.get("last4") or "",
-            refunds=refunds,
-        )
+        return stripe_objects.charge_info(obj)
+
+    def event_from_payload(self, payload: dict[str, Any]) -> EventInfo:
+        return stripe_objects.event_info(payload)
 
     def check_reachable(self) -> None:
         self._call("event.list", self.client.v1.events.list, params={"limit": 1})
-
-    def event_from_payload(self, payload: dict[str, Any]) -> EventInfo:
-        return self._event_info(payload)
-
-    @staticmethod
-    def _method_info(obj: Any) -> PaymentMethodInfo:
-        data = _as_dict(obj)
-        card = data.get("card") or {}
-        return PaymentMethodInfo(
-            id=data["id"],
-            brand=card.get("brand") or "",
-            last4=card.get("last4") or "",
-            exp_month=card.get("exp_month"),
-            exp_year=card.get("exp_year"),
-            customer_id=_id_of(data.get("customer")),
-        )
-
-    @staticmethod
-    def _event_info(data: dict[str, Any]) -> EventInfo:
-        return EventInfo(
-            id=data["id"],
-            type=data.get("type") or "",
-            created=int(data.get("created") or 0),
-            api_version=data.get("api_version") or "",
-            livemode=bool(data.get("livemode")),
-            object=(data.get("data") or {}).get("object") or {},
-            raw=data,
-        )
-
-    @staticmethod
-    def _page(result: Any, convert: Callable[[Any], T]) -> Page[T]:
-        items = [convert(item) for item in result.data]
-        last = items[-1].id if items else None
-        return Page(items=items, has_more=bool(result.has_more), next_cursor=last)
 
     # Payment intents ---------------------------------------------------------------
 
@@ -506,7 +309,7 @@ class StripeGateway(PaymentGateway):
         if cursor:
             params["starting_after"] = cursor
         result = self._call("payment_intent.list", self.client.v1.payment_intents.list, params=params)
-        return self._page(result, self.intent_from_object)
+        return stripe_objects.page(result, self.intent_from_object)
 
     # Checkout ---------------------------------------------------------------------
 
@@ -592,11 +395,6 @@ class StripeGateway(PaymentGateway):
         )
         return self.refund_from_object(refund)
 
-    def retrieve_refund(self, refund_id: str) -> RefundInfo:
-        return self.refund_from_object(
-            self._call("refund.retrieve", self.client.v1.refunds.retrieve, refund_id)
-        )
-
     def list_refunds(
         self,
         *,
@@ -613,7 +411,7 @@ class StripeGateway(PaymentGateway):
         if cursor:
             params["starting_after"] = cursor
         result = self._call("refund.list", self.client.v1.refunds.list, params=params)
-        return self._page(result, self.refund_from_object)
+        return stripe_objects.page(result, self.refund_from_object)
 
     # Customers and cards -----------------------------------------------------------
 
@@ -639,24 +437,12 @@ class StripeGateway(PaymentGateway):
             self.client.v1.payment_methods.list,
             params={"customer": customer_id, "type": "card", "limit": 100},
         )
-        return [self._method_info(item) for item in result.data]
+        return [stripe_objects.payment_method_info(item) for item in result.data]
 
     def retrieve_payment_method(self, payment_method_id: str) -> PaymentMethodInfo:
-        return self._method_info(
+        return stripe_objects.payment_method_info(
             self._call("payment_method.retrieve", self.client.v1.payment_methods.retrieve, payment_method_id)
         )
-
-    def attach_payment_method(
-        self, payment_method_id: str, *, customer_id: str, idempotency_key: str
-    ) -> PaymentMethodInfo:
-        method = self._call(
-            "payment_method.attach",
-            self.client.v1.payment_methods.attach,
-            payment_method_id,
-            params={"customer": customer_id},
-            options=self._write(idempotency_key),
-        )
-        return self._method_info(method)
 
     def detach_payment_method(self, payment_method_id: str, *, idempotency_key: str) -> None:
         self._call(
@@ -686,7 +472,7 @@ class StripeGateway(PaymentGateway):
         if cursor:
             params["starting_after"] = cursor
         result = self._call("event.list", self.client.v1.events.list, params=params)
-        return self._page(result, lambda item: self._event_info(_as_dict(item)))
+        return stripe_objects.page(result, stripe_objects.event_info)
 
     def verify_webhook(self, payload: bytes, signature_header: str) -> EventInfo:
         secrets = payments_settings.WEBHOOK_SECRETS
@@ -700,5 +486,5 @@ class StripeGateway(PaymentGateway):
                 )
             except (stripe.SignatureVerificationError, UnicodeDecodeError):
                 continue
-            return self._event_info(_event_body(payload))
+            return stripe_objects.event_info(stripe_objects.event_body(payload))
         raise WebhookSignatureError()
