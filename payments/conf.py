@@ -44,6 +44,8 @@ DEFAULTS: dict[str, Any] = {
     "WEBHOOK_MAX_ATTEMPTS": 5,
     # Seconds storing an event may wait for a database lock before the endpoint answers 503.
     "WEBHOOK_LOCK_TIMEOUT": 5,
+    # At most one nudge of the drain task per this many seconds per web process (queue.nudge).
+    "WEBHOOK_NUDGE_INTERVAL": 0.1,
     # Stripe takes 30 minutes to 24 hours; 35 minutes leaves room for clock skew and latency.
     "CHECKOUT_EXPIRES_AFTER": timedelta(minutes=35),
     # Background work: open attempts older than this are canceled; refunds retried this often.

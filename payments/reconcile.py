@@ -139,9 +139,9 @@ class _Run:
                     continue
                 fixed = False
                 if not self.dry_run:
-                    row, _ = webhook_event_store(event=event)
+                    stored = webhook_event_store(event=event)
                     processed = (WebhookEvent.Status.PROCESSED, WebhookEvent.Status.IGNORED)
-                    fixed = webhook_event_process(event_id=row.pk).status in processed
+                    fixed = webhook_event_process(event_id=stored.pk).status in processed
                 self.add(
                     Finding("missed_event", event.id, local="not received", stripe=event.type, fixed=fixed)
                 )

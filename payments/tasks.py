@@ -14,7 +14,7 @@ from payments.models import Refund, WebhookEvent
 from payments.queue import backoff, enqueue
 from payments.reconcile import payments_reconcile
 from payments.states import RefundStatus
-from payments.webhooks import webhook_event_process
+from payments.webhooks import webhook_event_process, webhook_events_drain
 
 logger = logging.getLogger(__name__)
 
@@ -28,6 +28,22 @@ def process_webhook_event(self: Task, event_id: int) -> str:
     if row.status == WebhookEvent.Status.FAILED and row.attempts < payments_settings.WEBHOOK_MAX_ATTEMPTS:
         raise self.retry(countdown=backoff(row.attempts))
     return row.status
+
+
+# A drain hands over to a new task after this long, well inside any task time limit.
+DRAIN_SECONDS = 20.0
+
+
+@shared_task(acks_late=True)
+def process_pending_webhook_events() -> int:
+    """Process the pending events (nudged by the webhook endpoint); a failed one is retried on its own."""
+    done, more = webhook_events_drain(seconds=DRAIN_SECONDS)
+    for row in done:
+        if row.status == WebhookEvent.Status.FAILED and row.attempts < payments_settings.WEBHOOK_MAX_ATTEMPTS:
+            enqueue(process_webhook_event, row.pk, countdown=backoff(row.attempts))
+    if more:
+        enqueue(process_pending_webhook_events)
+    return len(done)
 
 
 @shared_task(bind=True, acks_late=True, max_retries=None)

@@ -27,16 +27,14 @@ def _error(code: str, message: str, status: int) -> JsonResponse:
 def stripe_webhook(request: HttpRequest) -> JsonResponse:
     """Verify the signature on the raw body, store the event, answer at once."""
     try:
-        _row, created = webhook_receive(
-            payload=request.body, signature=request.headers.get("Stripe-Signature", "")
-        )
+        stored = webhook_receive(payload=request.body, signature=request.headers.get("Stripe-Signature", ""))
     except WebhookSignatureError as exc:
         return _error(exc.code, exc.message, 400)
     except DatabaseError:
         # Nothing was stored: a 503 makes Stripe deliver the event again later.
         logger.exception("webhook could not be stored")
         return _error("unavailable", "Try again later.", 503)
-    return JsonResponse({"received": True, "duplicate": not created})
+    return JsonResponse({"received": True, "duplicate": not stored.created})
 
 
 @require_GET

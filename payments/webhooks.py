@@ -8,10 +8,12 @@ half-written), and records the outcome on the row.
 
 from __future__ import annotations
 
+import json
 import logging
+import time
 from collections.abc import Callable, Iterable
 from datetime import timedelta
-from typing import Any
+from typing import Any, NamedTuple
 
 from django.db import IntegrityError, connection, transaction
 from django.db.models import Count, Max, Q
@@ -22,7 +24,7 @@ from payments.conf import payments_settings
 from payments.gateway import get_gateway
 from payments.gateway.base import EventInfo
 from payments.models import WebhookEvent
-from payments.queue import enqueue
+from payments.queue import enqueue, nudge
 from payments.states import RefundStatus
 
 logger = logging.getLogger(__name__)
@@ -102,16 +104,25 @@ def _object_metadata(payload: dict[str, Any]) -> dict[str, str]:
     return obj.get("metadata") or {} if isinstance(obj, dict) else {}
 
 
-def webhook_event_store(*, event: EventInfo) -> tuple[WebhookEvent, bool]:
-    """Store an event once by its Stripe id; returns (row, created). Safe under concurrency."""
+class StoredEvent(NamedTuple):
+    """What storing an event tells the caller: its row, its status, and whether this call made it."""
+
+    pk: int
+    status: str
+    created: bool
+
+
+def webhook_event_store(*, event: EventInfo, body: bytes | None = None) -> StoredEvent:
+    """Store an event once by its Stripe id (`body`: its JSON as received, if at hand).
+
+    Safe under concurrency; never waits longer than WEBHOOK_LOCK_TIMEOUT for a lock (the caller
+    answers 503 and Stripe delivers again).
+    """
+    if connection.vendor == "postgresql" and not connection.in_atomic_block:
+        return _store_in_one_round_trip(event, body)
     try:
         with transaction.atomic():
-            if connection.vendor == "postgresql":
-                # Never hang Stripe's request on a lock: fail fast, answer 503, Stripe retries.
-                timeout_ms = int(float(payments_settings.WEBHOOK_LOCK_TIMEOUT) * 1000)
-                with connection.cursor() as cursor:
-                    cursor.execute(f"SET LOCAL lock_timeout = {timeout_ms}")
-            return WebhookEvent.objects.get_or_create(
+            row, created = WebhookEvent.objects.get_or_create(
                 stripe_event_id=event.id,
                 defaults={
                     "type": event.type[:128],
@@ -121,24 +132,69 @@ def webhook_event_store(*, event: EventInfo) -> tuple[WebhookEvent, bool]:
                 },
             )
     except IntegrityError:
-        return WebhookEvent.objects.get(stripe_event_id=event.id), False
+        row, created = WebhookEvent.objects.get(stripe_event_id=event.id), False
+    return StoredEvent(row.pk, row.status, created)
 
 
-def webhook_receive(*, payload: bytes, signature: str) -> tuple[WebhookEvent, bool]:
-    """Verify and store an event; returns (row, created). Raises WebhookSignatureError.
+_INSERTED_FIELDS = ("stripe_event_id", "type", "api_version", "livemode", "payload", "status", "received_at")
 
-    The processing task is enqueued after the row commits; a redelivery of an event
-    that is not yet processed enqueues it again (processing is idempotent).
+
+def _insert_event_sql(timeout_ms: int) -> str:
+    # These fields keep their names as columns (no db_column): the model is the one source.
+    table, pk = WebhookEvent._meta.db_table, WebhookEvent._meta.pk.column
+    names = ", ".join((*_INSERTED_FIELDS, "attempts", "last_error"))
+    # Sent as one simple query: PostgreSQL runs both statements as one implicit transaction, so
+    # SET LOCAL bounds this INSERT's lock waits and ends with it (one round trip, no BEGIN/COMMIT).
+    return (
+        f"SET LOCAL lock_timeout = {int(timeout_ms)}; "  # noqa: S608 - names from the model, values as parameters
+        f"INSERT INTO {table} ({names}) VALUES (%s, %s, %s, %s, %s::jsonb, %s, %s, 0, '') "
+        f"ON CONFLICT (stripe_event_id) DO NOTHING RETURNING {pk}"
+    )
+
+
+def _store_in_one_round_trip(event: EventInfo, body: bytes | None) -> StoredEvent:
+    timeout_ms = int(float(payments_settings.WEBHOOK_LOCK_TIMEOUT) * 1000)
+    payload = body.decode() if body is not None else json.dumps(event.raw)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            _insert_event_sql(timeout_ms),
+            [
+                event.id,
+                event.type[:128],
+                event.api_version[:64],
+                event.livemode,
+                payload,
+                WebhookEvent.Status.PENDING,
+                timezone.now(),
+            ],
+        )
+        inserted = cursor.fetchone()
+    if inserted is not None:
+        return StoredEvent(inserted[0], WebhookEvent.Status.PENDING, True)
+    row = WebhookEvent.objects.values_list("pk", "status").get(stripe_event_id=event.id)
+    return StoredEvent(row[0], row[1], False)
+
+
+def webhook_receive(*, payload: bytes, signature: str) -> StoredEvent:
+    """Verify and store an event; raises WebhookSignatureError.
+
+    The stored row is the queue: after it commits, the drain task is nudged (at most once per
+    WEBHOOK_NUDGE_INTERVAL per process, see queue.nudge), so an acknowledgement costs no broker
+    round trip of its own. A redelivery of an event that failed sends it to processing again.
     """
     event = get_gateway().verify_webhook(payload, signature)
-    row, created = webhook_event_store(event=event)
-    if created or row.status in (WebhookEvent.Status.PENDING, WebhookEvent.Status.FAILED):
-        enqueue("payments.tasks.process_webhook_event", row.pk)
+    stored = webhook_event_store(event=event, body=payload)
+    if stored.status == WebhookEvent.Status.FAILED:
+        enqueue("payments.tasks.process_webhook_event", stored.pk)
+    elif stored.status == WebhookEvent.Status.PENDING:
+        nudge(
+            "payments.tasks.process_pending_webhook_events", interval=payments_settings.WEBHOOK_NUDGE_INTERVAL
+        )
     logger.info(
         "webhook received",
-        extra={"stripe_event": event.id, "event_type": event.type, "duplicate": not created},
+        extra={"stripe_event": event.id, "event_type": event.type, "duplicate": not stored.created},
     )
-    return row, created
+    return stored
 
 
 def webhook_event_process(*, event_id: int, force: bool = False) -> WebhookEvent:
@@ -147,39 +203,64 @@ def webhook_event_process(*, event_id: int, force: bool = False) -> WebhookEvent
         row = WebhookEvent.objects.select_for_update().get(pk=event_id)
         if row.status in (WebhookEvent.Status.PROCESSED, WebhookEvent.Status.IGNORED) and not force:
             return row
-        row.attempts += 1
-        handler = HANDLERS.get(row.type)
-        if handler is None:
-            row.status = WebhookEvent.Status.IGNORED
-        elif services.is_foreign(_object_metadata(row.payload)):
-            # Another installation on the same Stripe account made this object: never ours to apply.
-            row.status = WebhookEvent.Status.IGNORED
-            row.last_error = FOREIGN_OBJECT
-            logger.info(
-                "webhook event of another installation ignored",
-                extra={"stripe_event": row.stripe_event_id, "event_type": row.type},
+        _process_locked(row)
+    return row
+
+
+def webhook_events_drain(*, seconds: float | None = None) -> tuple[list[WebhookEvent], bool]:
+    """Process pending events, oldest first, until none is left or `seconds` have passed.
+
+    Returns the events processed and whether it stopped for time (events may be left). Each
+    event is claimed with SKIP LOCKED in its own transaction, so drains running side by side
+    share the backlog and never wait on each other or process an event twice.
+    """
+    done: list[WebhookEvent] = []
+    deadline = None if seconds is None else time.monotonic() + seconds
+    while deadline is None or time.monotonic() < deadline:
+        with transaction.atomic():
+            row = (
+                WebhookEvent.objects.select_for_update(skip_locked=True)
+                .filter(status=WebhookEvent.Status.PENDING)
+                .order_by("pk")
+                .first()
+            )
+            if row is None:
+                return done, False
+            _process_locked(row)
+        done.append(row)
+    return done, True
+
+
+def _process_locked(row: WebhookEvent) -> None:
+    """Run the handler for a locked event row inside a savepoint and record the outcome on it."""
+    row.attempts += 1
+    handler = HANDLERS.get(row.type)
+    if handler is None:
+        row.status = WebhookEvent.Status.IGNORED
+    elif services.is_foreign(_object_metadata(row.payload)):
+        # Another installation on the same Stripe account made this object: never ours to apply.
+        row.status = WebhookEvent.Status.IGNORED
+        row.last_error = FOREIGN_OBJECT
+        logger.info(
+            "webhook event of another installation ignored",
+            extra={"stripe_event": row.stripe_event_id, "event_type": row.type},
+        )
+    else:
+        try:
+            with transaction.atomic():
+                handler(get_gateway().event_from_payload(row.payload))
+        except Exception as exc:
+            row.status = WebhookEvent.Status.FAILED
+            row.last_error = f"{type(exc).__name__}: {exc}"[:2000]
+            logger.exception(
+                "webhook event failed",
+                extra={"stripe_event": row.stripe_event_id, "event_type": row.type, "attempts": row.attempts},
             )
         else:
-            try:
-                with transaction.atomic():
-                    handler(get_gateway().event_from_payload(row.payload))
-            except Exception as exc:
-                row.status = WebhookEvent.Status.FAILED
-                row.last_error = f"{type(exc).__name__}: {exc}"[:2000]
-                logger.exception(
-                    "webhook event failed",
-                    extra={
-                        "stripe_event": row.stripe_event_id,
-                        "event_type": row.type,
-                        "attempts": row.attempts,
-                    },
-                )
-            else:
-                row.status = WebhookEvent.Status.PROCESSED
-                row.last_error = ""
-        row.processed_at = timezone.now()
-        row.save()
-    return row
+            row.status = WebhookEvent.Status.PROCESSED
+            row.last_error = ""
+    row.processed_at = timezone.now()
+    row.save(update_fields=["attempts", "status", "last_error", "processed_at"])
 
 
 def webhook_events_replay(*, events: Iterable[WebhookEvent]) -> list[WebhookEvent]:

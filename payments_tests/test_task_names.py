@@ -12,7 +12,11 @@ def test_every_task_name_the_app_sends_is_registered():
     sent = {
         name
         for path in source.rglob("*.py")
-        for name in re.findall(r"enqueue\(\s*\"(payments\.tasks\.\w+)\"", path.read_text())
+        for name in re.findall(r"(?:enqueue|nudge)\(\s*\"(payments\.tasks\.\w+)\"", path.read_text())
     }
-    assert sent >= {"payments.tasks.retry_refund", "payments.tasks.process_webhook_event"}
+    assert sent >= {
+        "payments.tasks.retry_refund",
+        "payments.tasks.process_webhook_event",
+        "payments.tasks.process_pending_webhook_events",
+    }
     assert sent <= set(app.tasks), sent - set(app.tasks)

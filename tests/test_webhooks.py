@@ -486,3 +486,114 @@ def test_database_that_cannot_store_the_event_answers_503(settings):
     assert WebhookEvent.objects.count() == 0
     assert post().status_code == 200  # Stripe's next delivery
     assert WebhookEvent.objects.count() == 1
+
+
+# The stored row is the queue ----------------------------------------------------------------------
+
+DRAIN = "payments.tasks.process_pending_webhook_events"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_storing_a_new_event_is_one_round_trip_and_a_duplicate_two(deliver):
+    from django.test.utils import CaptureQueriesContext
+
+    from payments.gateway import get_gateway
+    from payments.webhooks import webhook_event_store
+
+    event = get_gateway().event_from_payload(_intent_event(_open_payment()))
+    with CaptureQueriesContext(connection) as new:
+        first = webhook_event_store(event=event)
+    with CaptureQueriesContext(connection) as again:
+        second = webhook_event_store(event=event)
+    assert (first.created, second.created, first.pk) == (True, False, second.pk)
+    assert (len(new), len(again)) == (1, 2)
+    row = WebhookEvent.objects.get()
+    assert (row.stripe_event_id, row.type, row.status, row.payload) == (
+        event.id, event.type, "pending", event.raw,
+    )  # fmt: skip
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_burst_of_events_costs_few_nudges_and_one_follows_the_last(deliver, settings):
+    from tests.conftest import wait_for
+    from tests.test_background import Published
+
+    settings.PAYMENTS = {**settings.PAYMENTS, "WEBHOOK_NUDGE_INTERVAL": 1.0}
+    nudged_at: list[float] = []
+    with Published() as published:
+        from celery.signals import before_task_publish
+
+        def when(sender=None, **kwargs):
+            if sender == DRAIN:
+                nudged_at.append(time.monotonic())
+
+        before_task_publish.connect(when, weak=False)
+        try:
+            started = time.monotonic()
+            for _ in range(19):
+                assert deliver(_intent_event(_open_payment())).status_code == 200
+            before_last = time.monotonic()
+            assert deliver(_intent_event(_open_payment())).status_code == 200
+            wait_for(
+                lambda: nudged_at and nudged_at[-1] > before_last, message="a nudge after the last event"
+            )
+            elapsed = time.monotonic() - started
+        finally:
+            before_task_publish.disconnect(when)
+    drains = [name for name, _args, _countdown in published.tasks if name == DRAIN]
+    # One at the start, then at most one per interval (and one after the last).
+    assert 1 <= len(drains) <= int(elapsed / 1.0) + 2, (len(drains), elapsed)
+    assert WebhookEvent.objects.filter(status="pending").count() == 20
+
+
+@pytest.mark.django_db(transaction=True)
+def test_drains_side_by_side_process_every_event_once():
+    from payments.gateway import get_gateway
+    from payments.webhooks import webhook_event_store, webhook_events_drain
+
+    payments = [_open_payment() for _ in range(24)]
+    for payment in payments:
+        webhook_event_store(event=get_gateway().event_from_payload(_intent_event(payment)))
+    drained: list[int] = []
+
+    def drain():
+        try:
+            drained.extend(row.pk for row in webhook_events_drain()[0])
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=drain) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(drained) == sorted(WebhookEvent.objects.values_list("pk", flat=True))
+    assert set(WebhookEvent.objects.values_list("status", "attempts")) == {("processed", 1)}
+    assert set(Payment.objects.values_list("status", flat=True)) == {PaymentStatus.SUCCEEDED}
+
+
+def test_an_event_that_fails_in_the_drain_is_retried_on_its_own_with_backoff(
+    django_capture_on_commit_callbacks,
+):
+    from payments.tasks import process_pending_webhook_events
+    from tests.test_background import Published
+
+    broken = make_event("payment_intent.succeeded", {"object": "payment_intent"})  # no id
+    WebhookEvent.objects.create(stripe_event_id=broken["id"], type=broken["type"], payload=broken)
+    with Published() as published, django_capture_on_commit_callbacks(execute=True):
+        assert process_pending_webhook_events.apply().get() == 1
+    row = WebhookEvent.objects.get()
+    assert (row.status, row.attempts) == ("failed", 1)
+    [(name, args, countdown)] = published.tasks
+    assert (name, args) == ("payments.tasks.process_webhook_event", [row.pk]) and countdown > 0
+
+
+def test_a_drain_out_of_time_says_events_may_be_left():
+    from payments.gateway import get_gateway
+    from payments.webhooks import webhook_event_store, webhook_events_drain
+
+    for _ in range(2):
+        webhook_event_store(event=get_gateway().event_from_payload(_intent_event(_open_payment())))
+    assert webhook_events_drain(seconds=0) == ([], True)
+    done, more = webhook_events_drain(seconds=60)
+    assert (len(done), more) == (2, False)

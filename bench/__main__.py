@@ -1,0 +1,192 @@
+"""`python -m bench`: the project's benchmarks on their own stack, printed as one table.
+
+    python -m bench ack     # webhook acknowledgement beside a bare view and plain verify-and-store views
+    python -m bench e2e     # events one worker process applies per second, and the lag under a stream
+
+Figures are ratios to the bare view measured in the same run (docs/performance.md).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+from bench import load
+from bench.events import write_events
+from bench.profile import profiled
+from bench.stack import WEB_WORKERS, BenchStack
+from bench.views import TABLE
+
+# Each target: (row label, path, the table its events are stored in or None).
+ACK_TARGETS = {
+    "bare": ("a bare Django view (read the body, answer 200)", "/bench/bare/", None),
+    "plain": ("plain: construct_event + one INSERT", "/bench/plain/", TABLE),
+    "floor": ("floor: verify_header + json.loads + one INSERT", "/bench/floor/", TABLE),
+    "ours": ("this project's /api/webhooks/stripe/", "/api/webhooks/stripe/", "payments_webhookevent"),
+}
+BENCHMARKS = ("ack", "e2e")
+# PAYMENTS["WEBHOOK_NUDGE_INTERVAL"] in the settings the stack runs with.
+NUDGE_INTERVAL = 0.1
+# Above any rate seen here, so no event is sent twice within one load.
+MAX_RATE = 6000
+
+
+def ack(stack: BenchStack, args: argparse.Namespace, workdir: Path) -> dict:
+    """Acknowledgement: every request a distinct signed event; medians of rotated rounds."""
+    names = list(ACK_TARGETS)
+    results: dict[str, list[load.Result]] = {name: [] for name in names}
+    failures: list[str] = []
+    for round_no in range(args.rounds):
+        order = names[round_no % len(names) :] + names[: round_no % len(names)]
+        for name in order:
+            _label, path, table = ACK_TARGETS[name]
+            stack.sql(f"TRUNCATE {TABLE}, payments_webhookevent")
+            stack.redis.flushall()
+            warm, measured = workdir / "warm.events", workdir / "measured.events"
+            write_events(warm, int(MAX_RATE * args.warmup) + 1000, stack.webhook_secret)
+            write_events(measured, int(MAX_RATE * args.duration) + 1000, stack.webhook_secret)
+            url = f"{stack.site_url}{path}"
+            first = load.run(url, warm, seconds=args.warmup, connections=args.connections)
+            worker = stack.web_workers()[0]
+            with profiled(stack, f"{name}-{round_no + 1}", worker, on=name in args.profile):
+                result = load.run(url, measured, seconds=args.duration, connections=args.connections)
+            time.sleep(1)  # requests in flight when the load stopped finish before anything is counted
+            results[name].append(result)
+            print(
+                f"  round {round_no + 1} {name:6} {result.rate:8.0f} req/s  p99 {result.p99_ms:6.1f} ms"
+                f"  non-2xx {result.non2xx}",
+                flush=True,
+            )
+            if result.non2xx or result.socket_errors:
+                failures.append(f"{name}: {result.non2xx} non-2xx, {result.socket_errors} socket errors")
+            if table:
+                acknowledged = first.requests + result.requests - first.non2xx - result.non2xx
+                stored = stack.sql(f"SELECT count(*), count(DISTINCT {_id_column(table)}) FROM {table}")[0]  # noqa: S608
+                # wrk stops with up to one request per connection in flight: stored, not counted.
+                if not (
+                    stored[0] == stored[1]
+                    and acknowledged <= stored[0] <= acknowledged + 2 * args.connections
+                ):
+                    failures.append(f"{name}: {acknowledged} acknowledged, {stored[0]} stored")
+            if name == "ours":
+                # The rows are the queue: each load leaves them pending for the drain task, nudged
+                # at most once per WEBHOOK_NUDGE_INTERVAL per web worker (no worker runs here).
+                pending = stack.sql("SELECT count(*) FROM payments_webhookevent WHERE status = 'pending'")[0][
+                    0
+                ]
+                nudges = stack.redis.llen("celery")
+                seconds = args.warmup + args.duration + 2
+                most = int(seconds / NUDGE_INTERVAL + 2) * WEB_WORKERS
+                if not (pending == stored[0] and 1 <= nudges <= most):
+                    failures.append(f"ours: {pending} of {stored[0]} pending, {nudges} nudges (1 to {most})")
+    bare = statistics.median(r.rate for r in results["bare"])
+    rows = []
+    for name in names:
+        rate = statistics.median(r.rate for r in results[name])
+        p99 = statistics.median(r.p99_ms for r in results[name])
+        rows.append(
+            {
+                "target": ACK_TARGETS[name][0],
+                "req_s": round(rate),
+                "p99_ms": round(p99, 1),
+                "x_bare": round(rate / bare, 2),
+            }
+        )
+    return {"rows": rows, "failures": failures}
+
+
+def _django_for(stack: BenchStack) -> None:
+    """Django in this process, on the run's database (to set up rows and read results)."""
+    os.environ.update({k: v for k, v in stack.env.items() if k not in ("PATH", "HOME")})
+    import django
+
+    django.setup()
+
+
+def _id_column(table: str) -> str:
+    return "stripe_event_id" if table == "payments_webhookevent" else "event_id"
+
+
+def table(rows: list[dict]) -> str:
+    lines = ["| target | req/s | p99 ms | × bare |", "|---|---|---|---|"]
+    lines += [f"| {r['target']} | {r['req_s']} | {r['p99_ms']} | {r['x_bare']:.2f} |" for r in rows]
+    return "\n".join(lines)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n\n")[0])
+    parser.add_argument("what", nargs="*", help="which benchmarks: ack (default: all)")
+    parser.add_argument("--duration", type=float, default=10.0, help="seconds measured per load")
+    parser.add_argument("--warmup", type=float, default=3.0, help="seconds of warm-up before each")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds, targets rotated each round")
+    parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument("--events", type=int, default=2000, help="e2e: events in the backlog")
+    parser.add_argument("--lag-seconds", type=float, default=10.0, help="e2e: seconds of the steady stream")
+    parser.add_argument(
+        "--profile", nargs="*", default=[], help="targets to profile with py-spy (one web worker)"
+    )
+    args = parser.parse_args()
+    args.what = args.what or list(BENCHMARKS)
+    if unknown := set(args.what) - set(BENCHMARKS):
+        parser.error(f"unknown benchmark {sorted(unknown)}; choose from {list(BENCHMARKS)}")
+
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    run_dir = Path("artifacts/bench") / f"{stamp}-{os.getpid()}"
+    stack = BenchStack(run_dir)
+    report: dict = {
+        "command": " ".join(["python -m bench", *sys.argv[1:]]),
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}",
+        "generator": load.generator(),
+        "started": stamp,
+    }
+    print(f"==> bench: {report['machine']}, load by {report['generator']}, run folder {run_dir}", flush=True)
+    try:
+        stack.start()
+        with tempfile.TemporaryDirectory() as workdir:
+            if "ack" in args.what:
+                started = time.monotonic()
+                report["ack"] = ack(stack, args, Path(workdir))
+                report["ack"]["seconds"] = round(time.monotonic() - started)
+            if "e2e" in args.what:
+                _django_for(stack)
+                from bench.e2e import e2e
+
+                started = time.monotonic()
+                report["e2e"] = e2e(stack, args, Path(workdir))
+                report["e2e"]["seconds"] = round(time.monotonic() - started)
+    finally:
+        stack.stop()
+    failures: list[str] = []
+    if "ack" in report:
+        print(
+            f"\nWebhook acknowledgement ({args.connections} connections, {args.duration:.0f} s per load, "
+            f"medians of {args.rounds} rounds)\n"
+        )
+        print(table(report["ack"]["rows"]))
+        failures += report["ack"]["failures"]
+    if "e2e" in report:
+        e = report["e2e"]
+        print(
+            f"\nEnd to end (one worker process, solo pool): {e['events_per_s']} events/s applied "
+            f"({e['events']} events: payment succeeded, booking confirmed, two emails enqueued); "
+            f"lag from the webhook's 200 to the booking confirmed at {e['stream_rate']} events/s: "
+            f"p50 {e['lag_p50_ms']} ms, p99 {e['lag_p99_ms']} ms"
+        )
+        failures += e["failures"]
+    (run_dir / "results.json").write_text(json.dumps(report, indent=2))
+    for failure in failures:
+        print(f"FAILED: {failure}")
+    print(f"\n{'FAIL' if failures else 'ok'}: results in {run_dir / 'results.json'}")
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
