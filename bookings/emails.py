@@ -103,13 +103,18 @@ def compose(booking: Booking, kind: str) -> Email:
     raise ValueError(f"Unknown email kind {kind!r}")
 
 
+def recipient_of(booking: Booking, kind: str) -> str:
+    """The address the booking's email of `kind` goes to (what compose() would address)."""
+    return booking.event.host.email if kind == "host_confirmed" else booking.user.email
+
+
 def email_queue(*, booking: Booking, kind: str) -> None:
     """Record that the booking's email of `kind` must go out (a pending log row, in the caller's
     transaction) and enqueue its sending once that commits. The row is what counts: should the
     enqueue be lost (Redis down, a crash), the sweep sends what is still pending."""
     from bookings.tasks import send_booking_email
 
-    recipient = compose(booking, kind).recipient
+    recipient = recipient_of(booking, kind)
     status = EmailLog.Status.PENDING if recipient else EmailLog.Status.FAILED
     log, _created = EmailLog.objects.get_or_create(
         booking=booking, kind=kind, defaults={"recipient": recipient or "", "status": status}

@@ -249,3 +249,14 @@ def test_payment_after_the_seats_were_sold_is_refunded(stripe_env, django_captur
     assert Payment.objects.get(pk=started.payment.pk).status == PaymentStatus.REFUNDED
     assert Booking.objects.get(pk=late.pk).status == "expired"
     assert len(stripe_env.api("GET", "/v1/refunds")["data"]) == 1
+
+
+@pytest.mark.django_db
+def test_an_email_row_is_addressed_as_its_email_is():
+    from bookings.emails import compose, recipient_of
+
+    payment = _paid_booking_payment()
+    booking = payment.payable
+    refund = payment.refunds.create(amount=100, currency="usd", status="succeeded", idempotency_key="r-1")
+    for kind in ("confirmed", "host_confirmed", f"refund:{refund.pk}", f"payment_failed:{payment.pk}"):
+        assert recipient_of(booking, kind) == compose(booking, kind).recipient, kind

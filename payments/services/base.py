@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
+from django.contrib.contenttypes.models import ContentType
 from django.db import models, transaction
 from django.dispatch import Signal
 
@@ -132,7 +133,8 @@ def _lock_payable(payable: models.Model) -> None:
 def _lock_payable_of(payment: Payment) -> None:
     """The same lock, taken by a success: after the payment's own row (a start never waits for a
     payment row while holding this one, so the order cannot deadlock)."""
-    model = payment.content_type.model_class()
+    # get_for_id: from ContentType's own cache, not a query per payment.
+    model = ContentType.objects.get_for_id(payment.content_type_id).model_class()
     if model is not None:
         model._default_manager.select_for_update().filter(pk=payment.object_id).values_list("pk").first()
 
