@@ -2,6 +2,7 @@
 
     python -m bench ack     # webhook acknowledgement beside a bare view and plain verify-and-store views
     python -m bench e2e     # events one worker process applies per second, and the lag under a stream
+    python -m bench admin   # the admin's payment list and searches on 1,000,000 payments
 
 Figures are ratios to the bare view measured in the same run (docs/performance.md).
 """
@@ -32,7 +33,7 @@ ACK_TARGETS = {
     "floor": ("floor: verify_header + json.loads + one INSERT", "/bench/floor/", TABLE),
     "ours": ("this project's /api/webhooks/stripe/", "/api/webhooks/stripe/", "payments_webhookevent"),
 }
-BENCHMARKS = ("ack", "e2e")
+BENCHMARKS = ("ack", "e2e", "admin")
 # PAYMENTS["WEBHOOK_NUDGE_INTERVAL"] in the settings the stack runs with.
 NUDGE_INTERVAL = 0.1
 # Above any rate seen here, so no event is sent twice within one load.
@@ -130,6 +131,7 @@ def main() -> int:
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--events", type=int, default=2000, help="e2e: events in the backlog")
     parser.add_argument("--lag-seconds", type=float, default=10.0, help="e2e: seconds of the steady stream")
+    parser.add_argument("--payments", type=int, default=1_000_000, help="admin: payments in the table")
     parser.add_argument(
         "--profile", nargs="*", default=[], help="targets to profile with py-spy (one web worker)"
     )
@@ -162,6 +164,11 @@ def main() -> int:
                 started = time.monotonic()
                 report["e2e"] = e2e(stack, args, Path(workdir))
                 report["e2e"]["seconds"] = round(time.monotonic() - started)
+            if "admin" in args.what:
+                _django_for(stack)
+                from bench.admin import admin
+
+                report["admin"] = admin(stack, args)
     finally:
         stack.stop()
     failures: list[str] = []
@@ -181,6 +188,16 @@ def main() -> int:
             f"p50 {e['lag_p50_ms']} ms, p99 {e['lag_p99_ms']} ms"
         )
         failures += e["failures"]
+    if "admin" in report:
+        a = report["admin"]
+        print(f"\nAdmin on {a['payments']:,} payments (server time in-process, median of 5)\n")
+        print("| page | ms | queries | rows shown | slowest query ms |\n|---|---|---|---|---|")
+        for row in a["rows"]:
+            cells = (row["page"], row["ms"], row["queries"], row["rows"], row["slowest_query_ms"])
+            print("| " + " | ".join(str(cell) for cell in cells) + " |")
+        for row in a["rows"]:
+            print(f"  slowest query of {row['page']}: {row['slowest_query'][:160]}")
+        failures += a["failures"]
     (run_dir / "results.json").write_text(json.dumps(report, indent=2))
     for failure in failures:
         print(f"FAILED: {failure}")
