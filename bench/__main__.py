@@ -2,6 +2,7 @@
 
     python -m bench ack     # webhook acknowledgement beside a bare view and plain verify-and-store views
     python -m bench e2e     # events one worker process applies per second, and the lag under a stream
+    python -m bench start   # what a payment start adds over its Stripe calls, and its queries
     python -m bench admin   # the admin's payment list and searches on 1,000,000 payments
 
 Figures are ratios to the bare view measured in the same run (docs/performance.md).
@@ -33,7 +34,7 @@ ACK_TARGETS = {
     "floor": ("floor: verify_header + json.loads + one INSERT", "/bench/floor/", TABLE),
     "ours": ("this project's /api/webhooks/stripe/", "/api/webhooks/stripe/", "payments_webhookevent"),
 }
-BENCHMARKS = ("ack", "e2e", "admin")
+BENCHMARKS = ("ack", "e2e", "start", "admin")
 # PAYMENTS["WEBHOOK_NUDGE_INTERVAL"] in the settings the stack runs with.
 NUDGE_INTERVAL = 0.1
 # Above any rate seen here, so no event is sent twice within one load.
@@ -164,6 +165,11 @@ def main() -> int:
                 started = time.monotonic()
                 report["e2e"] = e2e(stack, args, Path(workdir))
                 report["e2e"]["seconds"] = round(time.monotonic() - started)
+            if "start" in args.what:
+                _django_for(stack)
+                from bench.start import start
+
+                report["start"] = start(stack, args)
             if "admin" in args.what:
                 _django_for(stack)
                 from bench.admin import admin
@@ -188,6 +194,18 @@ def main() -> int:
             f"p50 {e['lag_p50_ms']} ms, p99 {e['lag_p99_ms']} ms"
         )
         failures += e["failures"]
+    if "start" in report:
+        st = report["start"]
+        print(f"\nPayment start ({st['starts']} starts each, in-process, Stripe the emulator)\n")
+        print("| flow | user's history | ours p50 ms | ours p90 ms | SQL queries | Stripe calls |")
+        print("|---|---|---|---|---|---|")
+        for row in st["rows"]:
+            cells = (
+                row["flow"], row["history"], row["overhead_p50_ms"], row["overhead_p90_ms"],
+                "/".join(map(str, row["queries"])), "/".join(map(str, row["stripe_calls"])),
+            )  # fmt: skip
+            print("| " + " | ".join(str(cell) for cell in cells) + " |")
+        failures += st["failures"]
     if "admin" in report:
         a = report["admin"]
         print(f"\nAdmin on {a['payments']:,} payments (server time in-process, median of 5)\n")

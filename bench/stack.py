@@ -51,6 +51,12 @@ class BenchStack:
             "STRIPE_WEBHOOK_SECRET": self.webhook_secret,
             "STRIPE_API_BASE": "http://127.0.0.1:9",  # nothing here may call Stripe
             "PYTHONUNBUFFERED": "1",
+            # The per-user limits are not under test: one user starts a hundred payments.
+            "THROTTLE_PAYMENTS": "100000/min",
+            "THROTTLE_BOOKINGS": "100000/min",
+            "THROTTLE_STATUS": "100000/min",
+            "BOOKING_MAX_OPEN_HOLDS": "100000",
+            "BOOKING_MAX_HELD_SEATS": "100000",
         }
         self.redis = redis.Redis(port=self.redis_port, socket_timeout=5)
 

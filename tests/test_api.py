@@ -572,3 +572,34 @@ def test_failure_email_says_why_the_card_was_declined(stripe_env, mailoutbox):
     payment = Payment.objects.get(object_id=str(booking.pk))
     email_send(booking_id=booking.pk, kind=f"payment_failed:{payment.pk}")
     assert "Your card has insufficient funds." in mailoutbox[-1].body
+
+
+@pytest.mark.emulator
+def test_starting_a_payment_costs_the_same_queries_after_a_thousand_earlier_payments(stripe_env):
+    """Issue 15: a payment start runs a fixed number of SQL queries whatever the user's history."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from tests.factories import bulk_paid_payments
+
+    user = UserFactory()
+    api = _token_client(user)
+
+    def start() -> int:
+        booking = BookingFactory(user=user)
+        with CaptureQueriesContext(connection) as queries:
+            response = api.post(
+                f"/api/bookings/{booking.pk}/payment/intent/",
+                {"payment_method_id": stripe_env.card(), "confirm_immediately": True},
+                format="json",
+            )
+        assert response.status_code in (200, 201), response.content
+        assert response.json()["payment"]["status"] == "succeeded"
+        return len(queries)
+
+    start()  # the first one: a Stripe customer is made for the user
+    after_one = start()
+    bulk_paid_payments(1000, owners=[user], prefix="history")
+    after_a_thousand = start()
+    assert after_one == after_a_thousand, (after_one, after_a_thousand)
+    assert after_one <= 33, after_one  # pinned: a new query here is a choice, not an accident

@@ -177,7 +177,7 @@ class StripeGateway(PaymentGateway):
                     "http_status": getattr(exc, "http_status", None),
                     "retryable": getattr(error, "retryable", False),
                     "request_id": getattr(exc, "request_id", None),
-                    "duration_ms": round((time.monotonic() - started) * 1000),
+                    "duration_ms": round((time.monotonic() - started) * 1000, 2),
                 },
             )
             raise error from None
@@ -186,7 +186,7 @@ class StripeGateway(PaymentGateway):
             extra={
                 **fields,
                 "stripe_id": getattr(result, "id", None),
-                "duration_ms": round((time.monotonic() - started) * 1000),
+                "duration_ms": round((time.monotonic() - started) * 1000, 2),
             },
         )
         return result

@@ -1,0 +1,173 @@
+"""Payment start: the time our code adds over the Stripe calls themselves, and its SQL queries,
+for a user with one earlier payment and with a thousand.
+
+In-process: Django's test client posts `POST /api/bookings/{id}/payment/intent/` (a card,
+confirmed at once) with a real JWT, Stripe is the project's emulator on loopback, and every
+Stripe call's own duration is read from the gateway's "stripe call" log records. What is left of
+the request's time is ours: authentication, throttles, the booking and payment rows, the
+idempotency keys, the booking's confirmation and its emails' rows.
+"""
+
+from __future__ import annotations
+
+import logging
+import statistics
+import time
+
+STARTS = 60
+
+
+class _StripeCalls(logging.Handler):
+    """Collects the duration of every Stripe call the gateway logs."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.durations: list[float] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if hasattr(record, "duration_ms") and hasattr(record, "operation"):
+            self.durations.append(float(record.duration_ms))
+
+
+def _booking(user, event):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from bookings.models import Booking
+
+    return Booking.objects.create(
+        user=user, event=event, quantity=1, subtotal=2000, fee=60, total=2060, currency="usd",
+        expires_at=timezone.now() + timedelta(minutes=15),
+    )  # fmt: skip
+
+
+def _history(user, count: int) -> None:
+    """`count` paid payments of `user` for bookings of other events (as years of use leave)."""
+    from django.contrib.contenttypes.models import ContentType
+
+    from bookings.models import Booking
+    from payments.models import Payment
+
+    booking_type = ContentType.objects.get_for_model(Booking)
+    stamp = time.monotonic_ns()
+    Payment.objects.bulk_create(
+        [
+            Payment(
+                content_type=booking_type, object_id=str(10**8 + i), owner=user, subtotal=2000, fee=60,
+                total=2060, currency="usd", status="succeeded", attempt=1,
+                idempotency_key=f"history-{stamp}-{i}",
+                stripe_payment_intent_id=f"pi_history_{stamp}_{i}", description=f"booking {i}",
+            )
+            for i in range(count)
+        ],
+        batch_size=1000,
+    )  # fmt: skip
+
+
+def _starts(
+    api, user, event, card: str, count: int, *, confirm: bool = False
+) -> tuple[list[float], list[int], list[int]]:
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    calls = _StripeCalls()
+    gateway_log = logging.getLogger("payments.gateway.stripe")
+    gateway_log.addHandler(calls)
+    gateway_log.setLevel(logging.INFO)
+    overheads, queries, stripe_calls = [], [], []
+    try:
+        for _ in range(count):
+            booking = _booking(user, event)
+            calls.durations.clear()
+            with CaptureQueriesContext(connection) as captured:
+                started = time.perf_counter()
+                response = api.post(
+                    f"/api/bookings/{booking.pk}/payment/intent/",
+                    {"payment_method_id": card, "confirm_immediately": True} if confirm else {},
+                    format="json",
+                )
+                elapsed = (time.perf_counter() - started) * 1000
+            wanted = "succeeded" if confirm else "created"
+            if response.status_code not in (200, 201) or response.json()["payment"]["status"] != wanted:
+                raise RuntimeError(f"payment start failed: {response.status_code} {response.content[:300]!r}")
+            overheads.append(elapsed - sum(calls.durations))
+            queries.append(len(captured))
+            stripe_calls.append(len(calls.durations))
+    finally:
+        gateway_log.removeHandler(calls)
+    return overheads, queries, stripe_calls
+
+
+def start(stack, args) -> dict:
+    from django.conf import settings
+    from django.test import override_settings
+    from rest_framework.test import APIClient
+    from rest_framework_simplejwt.tokens import AccessToken
+
+    from bookings.models import Event
+    from stripe_emulator.harness import StripeHarness
+
+    harness = StripeHarness().start()
+    failures: list[str] = []
+    rows = []
+    with override_settings(PAYMENTS={**settings.PAYMENTS, "API_BASE": harness.url}):
+        from datetime import timedelta
+
+        from django.contrib.auth import get_user_model
+        from django.utils import timezone
+
+        stamp = time.monotonic_ns()
+        user = get_user_model().objects.create_user(f"starter-{stamp}", f"starter-{stamp}@example.com")
+        host = get_user_model().objects.create_user(f"host-{stamp}", f"host-{stamp}@example.com")
+        event = Event.objects.create(
+            title="Start night", venue="Loopback Hall", starts_at=timezone.now() + timedelta(days=7),
+            price=2000, currency="usd", capacity=100_000, host=host,
+        )  # fmt: skip
+        api = APIClient(HTTP_HOST="127.0.0.1")
+        api.credentials(HTTP_AUTHORIZATION=f"Bearer {AccessToken.for_user(user)}")
+        card = harness.card()
+        _starts(api, user, event, card, 5)  # warm-up: the user's Stripe customer, imports, caches
+        scenarios = (
+            (0, False, "a few earlier payments", "intent for Stripe.js"),
+            (0, True, "a few earlier payments", "card confirmed at once"),
+            (1000, False, "1,000 more earlier payments", "intent for Stripe.js"),
+            (0, True, "1,000 more earlier payments", "card confirmed at once"),
+        )
+        for history, confirm, label, flow in scenarios:
+            if history:
+                _history(user, history)
+            if args.profile and "start" in args.profile:
+                import cProfile
+                import pstats
+
+                profile = cProfile.Profile()
+                profile.enable()
+                _starts(api, user, event, card, 10, confirm=confirm)
+                profile.disable()
+                out = stack.run_dir / f"profile-start-{history}-{'confirm' if confirm else 'intent'}.txt"
+                with out.open("w") as stream:
+                    pstats.Stats(profile, stream=stream).sort_stats("cumulative").print_stats(80)
+            overheads, queries, stripe_calls = _starts(api, user, event, card, STARTS, confirm=confirm)
+            ordered = sorted(overheads)
+            rows.append(
+                {
+                    "history": label,
+                    "flow": flow,
+                    "overhead_p50_ms": round(statistics.median(ordered), 1),
+                    "overhead_p90_ms": round(ordered[int(len(ordered) * 0.9)], 1),
+                    "queries": sorted(set(queries)),
+                    "stripe_calls": sorted(set(stripe_calls)),
+                }
+            )
+    for flow in {r["flow"] for r in rows}:
+        counts = [r["queries"] for r in rows if r["flow"] == flow]
+        if len({tuple(c) for c in counts}) != 1 or any(len(c) != 1 for c in counts):
+            failures.append(f"start ({flow}): the query count varies with the history: {counts}")
+    for row in rows:
+        if row["overhead_p50_ms"] > 5 and row["flow"] == "intent for Stripe.js":
+            over = row["overhead_p50_ms"]
+            failures.append(
+                f"start ({row['flow']}): {over} ms over the Stripe calls (goal ≤ 5), {row['history']}"
+            )
+    return {"starts": STARTS, "rows": rows, "failures": failures}
