@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import platform
 import statistics
@@ -105,6 +106,24 @@ def ack(stack: BenchStack, args: argparse.Namespace, workdir: Path) -> dict:
     return {"rows": rows, "failures": failures}
 
 
+def run_one(name: str, stack: BenchStack, args: argparse.Namespace, workdir: Path) -> dict:
+    """Run benchmark `name`; its report (figures and failures)."""
+    if name == "ack":
+        return ack(stack, args, workdir)
+    _django_for(stack)
+    if name == "e2e":
+        from bench.e2e import e2e
+
+        return e2e(stack, args, workdir)
+    if name == "start":
+        from bench.start import start
+
+        return start(stack, args)
+    from bench.admin import admin
+
+    return admin(stack, args)
+
+
 def _django_for(stack: BenchStack) -> None:
     """Django in this process, on the run's database (to set up rows and read results)."""
     os.environ.update({k: v for k, v in stack.env.items() if k not in ("PATH", "HOME")})
@@ -154,38 +173,29 @@ def main() -> int:
     try:
         stack.start()
         with tempfile.TemporaryDirectory() as workdir:
-            if "ack" in args.what:
+            for name in args.what:
                 started = time.monotonic()
-                report["ack"] = ack(stack, args, Path(workdir))
-                report["ack"]["seconds"] = round(time.monotonic() - started)
-            if "e2e" in args.what:
-                _django_for(stack)
-                from bench.e2e import e2e
-
-                started = time.monotonic()
-                report["e2e"] = e2e(stack, args, Path(workdir))
-                report["e2e"]["seconds"] = round(time.monotonic() - started)
-            if "start" in args.what:
-                _django_for(stack)
-                from bench.start import start
-
-                report["start"] = start(stack, args)
-            if "admin" in args.what:
-                _django_for(stack)
-                from bench.admin import admin
-
-                report["admin"] = admin(stack, args)
+                try:
+                    report[name] = run_one(name, stack, args, Path(workdir))
+                except Exception as exc:  # one benchmark's crash must not lose the others' figures
+                    logging.exception("benchmark %s crashed", name)
+                    report[name] = {"crashed": f"{type(exc).__name__}: {exc}"}
+                report[name]["seconds"] = round(time.monotonic() - started)
     finally:
         stack.stop()
-    failures: list[str] = []
-    if "ack" in report:
+    failures: list[str] = [
+        f"{name}: crashed: {report[name]['crashed']}"
+        for name in BENCHMARKS
+        if "crashed" in report.get(name, {})
+    ]
+    if "ack" in report and "rows" in report["ack"]:
         print(
             f"\nWebhook acknowledgement ({args.connections} connections, {args.duration:.0f} s per load, "
             f"medians of {args.rounds} rounds)\n"
         )
         print(table(report["ack"]["rows"]))
         failures += report["ack"]["failures"]
-    if "e2e" in report:
+    if "e2e" in report and "events" in report["e2e"]:
         e = report["e2e"]
         print(
             f"\nEnd to end (one worker process, solo pool): {e['events_per_s']} events/s applied "
@@ -194,7 +204,7 @@ def main() -> int:
             f"p50 {e['lag_p50_ms']} ms, p99 {e['lag_p99_ms']} ms"
         )
         failures += e["failures"]
-    if "start" in report:
+    if "start" in report and "rows" in report["start"]:
         st = report["start"]
         print(f"\nPayment start ({st['starts']} starts each, in-process, Stripe the emulator)\n")
         print("| flow | user's history | ours p50 ms | ours p90 ms | SQL queries | Stripe calls |")
@@ -206,7 +216,7 @@ def main() -> int:
             )  # fmt: skip
             print("| " + " | ".join(str(cell) for cell in cells) + " |")
         failures += st["failures"]
-    if "admin" in report:
+    if "admin" in report and "rows" in report["admin"]:
         a = report["admin"]
         print(f"\nAdmin on {a['payments']:,} payments (server time in-process, median of 5)\n")
         print("| page | ms | queries | rows shown | slowest query ms |\n|---|---|---|---|---|")

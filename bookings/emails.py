@@ -105,7 +105,11 @@ def compose(booking: Booking, kind: str) -> Email:
 
 def recipient_of(booking: Booking, kind: str) -> str:
     """The address the booking's email of `kind` goes to (what compose() would address)."""
-    return booking.event.host.email if kind == "host_confirmed" else booking.user.email
+    if kind == "host_confirmed":
+        return booking.event.host.email
+    if kind == "confirmed" or kind.startswith(("refund:", "payment_failed:")):
+        return booking.user.email
+    raise ValueError(f"Unknown email kind {kind!r}")
 
 
 def email_queue(*, booking: Booking, kind: str) -> None:

@@ -19,6 +19,7 @@ from django.template.response import TemplateResponse
 from django.urls import URLPattern, path, reverse
 from django.utils.functional import cached_property
 from django.utils.html import format_html
+from django.utils.text import smart_split, unescape_string_literal
 
 from payments import money, services
 from payments.conf import payments_settings
@@ -217,11 +218,14 @@ class PaymentAdmin(ReadOnlyAdmin):
                 return queryset.filter(**{field: term}), False
         if "@" in term and " " not in term:
             return queryset.filter(owner__email__iexact=term), False
-        if term:
-            # Anything else (a booking reference, a title) is looked for in the description alone:
-            # one OR across the ids and the owner's email would make PostgreSQL scan every row,
-            # where this is served by the trigram index (migration 0006).
-            return queryset.filter(description__icontains=term), False
+        # Anything else (a booking reference, words of a title) is looked for in the description
+        # alone, every word (or "quoted phrase") in it: one OR across the ids and the owner's
+        # email would make PostgreSQL scan every row, where each word here is served by the
+        # trigram index (migration 0006).
+        for word in smart_split(term):
+            if word.startswith(('"', "'")) and word[0] == word[-1]:
+                word = unescape_string_literal(word)
+            queryset = queryset.filter(description__icontains=word)
         return queryset, False
 
     def has_change_permission(self, request: HttpRequest, obj: Model | None = None) -> bool:

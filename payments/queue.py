@@ -7,6 +7,7 @@ only to send (payments.apps registers the tasks at start-up when it is installed
 
 from __future__ import annotations
 
+import atexit
 import logging
 import os
 import random
@@ -75,11 +76,26 @@ class _Nudger(threading.Thread):
     @classmethod
     def for_this_process(cls) -> _Nudger:
         with cls._instance_lock:
-            # A forked child inherits the object but not the thread: it starts its own.
-            if cls._instance is None or cls._instance.pid != os.getpid():
-                cls._instance = cls()
-                cls._instance.start()
-            return cls._instance
+            previous = cls._instance
+            # A forked child inherits the object but not the thread: it starts its own. A thread
+            # that died (it should not) is replaced, keeping what it still had to send.
+            if previous is not None and previous.pid == os.getpid() and previous.is_alive():
+                return previous
+            nudger = cls()
+            if previous is not None and previous.pid == os.getpid():
+                nudger.due.update(previous.due)
+            nudger.start()
+            # A process that exits (a worker recycled, a deploy) sends what is still due.
+            atexit.register(nudger.flush)
+            cls._instance = nudger
+            return nudger
+
+    def flush(self) -> None:
+        """Send at once whatever is still due (at exit)."""
+        with self.changed:
+            names, self.due = list(self.due), {}
+        for name in names:
+            _send(name, ())
 
     def request(self, name: str, interval: float) -> None:
         with self.changed:

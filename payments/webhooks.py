@@ -15,8 +15,8 @@ from collections.abc import Callable, Iterable
 from datetime import timedelta
 from typing import Any, NamedTuple
 
-from django.db import IntegrityError, connection, transaction
-from django.db.models import Count, Max, Q
+from django.db import DatabaseError, IntegrityError, connection, transaction
+from django.db.models import Count, F, Max, Q
 from django.utils import timezone
 
 from payments import services
@@ -118,10 +118,14 @@ def webhook_event_store(*, event: EventInfo, body: bytes | None = None) -> Store
     Safe under concurrency; never waits longer than WEBHOOK_LOCK_TIMEOUT for a lock (the caller
     answers 503 and Stripe delivers again).
     """
-    if connection.vendor == "postgresql" and not connection.in_atomic_block:
+    if _one_round_trip_possible():
         return _store_in_one_round_trip(event, body)
     try:
         with transaction.atomic():
+            if connection.vendor == "postgresql":
+                # Never hang Stripe's request on a lock: fail fast, answer 503, Stripe retries.
+                with connection.cursor() as cursor:
+                    cursor.execute(f"SET LOCAL lock_timeout = {_lock_timeout_ms()}")
             row, created = WebhookEvent.objects.get_or_create(
                 stripe_event_id=event.id,
                 defaults={
@@ -152,8 +156,25 @@ def _insert_event_sql(timeout_ms: int) -> str:
     )
 
 
+def _seconds(value: float | timedelta) -> float:
+    return value.total_seconds() if isinstance(value, timedelta) else float(value)
+
+
+def _lock_timeout_ms() -> int:
+    return int(_seconds(payments_settings.WEBHOOK_LOCK_TIMEOUT) * 1000)
+
+
+def _one_round_trip_possible() -> bool:
+    """Two statements in one query need PostgreSQL, autocommit (SET LOCAL must end with the
+    INSERT) and client-side parameters (psycopg2, or psycopg 3 without server_side_binding: a
+    prepared statement holds one command)."""
+    if connection.vendor != "postgresql" or connection.in_atomic_block:
+        return False
+    return not connection.settings_dict.get("OPTIONS", {}).get("server_side_binding")
+
+
 def _store_in_one_round_trip(event: EventInfo, body: bytes | None) -> StoredEvent:
-    timeout_ms = int(float(payments_settings.WEBHOOK_LOCK_TIMEOUT) * 1000)
+    timeout_ms = _lock_timeout_ms()
     payload = body.decode() if body is not None else json.dumps(event.raw)
     with connection.cursor() as cursor:
         cursor.execute(
@@ -168,6 +189,9 @@ def _store_in_one_round_trip(event: EventInfo, body: bytes | None) -> StoredEven
                 timezone.now(),
             ],
         )
+        # psycopg2 shows the last statement's result; psycopg 3 the first (the SET's, no rows).
+        while cursor.description is None and cursor.nextset():
+            pass
         inserted = cursor.fetchone()
     if inserted is not None:
         return StoredEvent(inserted[0], WebhookEvent.Status.PENDING, True)
@@ -217,18 +241,37 @@ def webhook_events_drain(*, seconds: float | None = None) -> tuple[list[WebhookE
     done: list[WebhookEvent] = []
     deadline = None if seconds is None else time.monotonic() + seconds
     while deadline is None or time.monotonic() < deadline:
-        with transaction.atomic():
-            row = (
-                WebhookEvent.objects.select_for_update(skip_locked=True)
-                .filter(status=WebhookEvent.Status.PENDING)
-                .order_by("pk")
-                .first()
-            )
-            if row is None:
-                return done, False
-            _process_locked(row)
-        done.append(row)
+        claimed: WebhookEvent | None = None
+        try:
+            with transaction.atomic():
+                claimed = (
+                    WebhookEvent.objects.select_for_update(skip_locked=True)
+                    .filter(status=WebhookEvent.Status.PENDING)
+                    .order_by("pk")
+                    .first()
+                )
+                if claimed is None:
+                    return done, False
+                _process_locked(claimed)
+        except DatabaseError as exc:
+            if claimed is None:
+                raise  # the claim itself failed: the database is the problem, not an event
+            # Recording the outcome failed and rolled back: mark the event failed on its own, or
+            # every drain would claim it first and stop on it again.
+            _mark_failed(claimed.pk, exc)
+            claimed.refresh_from_db()
+        done.append(claimed)
     return done, True
+
+
+def _mark_failed(event_id: int, exc: Exception) -> None:
+    logger.exception("webhook event could not be recorded", extra={"event_id": event_id})
+    WebhookEvent.objects.filter(pk=event_id, status=WebhookEvent.Status.PENDING).update(
+        status=WebhookEvent.Status.FAILED,
+        attempts=F("attempts") + 1,
+        last_error=f"{type(exc).__name__} while recording the outcome",
+        processed_at=timezone.now(),
+    )
 
 
 def _process_locked(row: WebhookEvent) -> None:

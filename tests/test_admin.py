@@ -192,8 +192,10 @@ def test_list_filters_offer_what_is_configured_and_read_no_distinct_values(djang
         assert client.get("/admin/payments/payment/").status_code == 200
         assert client.get("/admin/payments/webhookevent/").status_code == 200
     assert not [q["sql"] for q in queries.captured_queries if "DISTINCT" in q["sql"]]
-    by_currency = client.get("/admin/payments/payment/", {"currency": "eur", "q": "concert"})
-    assert [p.pk for p in by_currency.context["cl"].result_list] == [euro.pk]
+    by_currency = client.get("/admin/payments/payment/", {"currency": "eur", "q": "concert EUROS"})
+    assert [p.pk for p in by_currency.context["cl"].result_list] == [euro.pk]  # every word, any order
+    phrase = client.get("/admin/payments/payment/", {"q": '"concert euros"'})
+    assert list(phrase.context["cl"].result_list) == []  # a quoted phrase must appear as written
     by_type = client.get("/admin/payments/webhookevent/", {"type": "charge.refunded"})
     assert [e.stripe_event_id for e in by_type.context["cl"].result_list] == ["evt_admin_1"]
 

@@ -575,7 +575,9 @@ def test_failure_email_says_why_the_card_was_declined(stripe_env, mailoutbox):
 
 
 @pytest.mark.emulator
-def test_starting_a_payment_costs_the_same_queries_after_a_thousand_earlier_payments(stripe_env):
+def test_starting_a_payment_costs_the_same_queries_after_a_thousand_earlier_payments(
+    stripe_env, django_capture_on_commit_callbacks
+):
     """Issue 15: a payment start runs a fixed number of SQL queries whatever the user's history."""
     from django.db import connection
     from django.test.utils import CaptureQueriesContext
@@ -587,7 +589,8 @@ def test_starting_a_payment_costs_the_same_queries_after_a_thousand_earlier_paym
 
     def start() -> int:
         booking = BookingFactory(user=user)
-        with CaptureQueriesContext(connection) as queries:
+        # The commit hooks run too: the booking's confirmation and its email rows are counted.
+        with CaptureQueriesContext(connection) as queries, django_capture_on_commit_callbacks(execute=True):
             response = api.post(
                 f"/api/bookings/{booking.pk}/payment/intent/",
                 {"payment_method_id": stripe_env.card(), "confirm_immediately": True},
@@ -602,4 +605,4 @@ def test_starting_a_payment_costs_the_same_queries_after_a_thousand_earlier_paym
     bulk_paid_payments(1000, owners=[user], prefix="history")
     after_a_thousand = start()
     assert after_one == after_a_thousand, (after_one, after_a_thousand)
-    assert after_one <= 33, after_one  # pinned: a new query here is a choice, not an accident
+    assert after_one <= 48, after_one  # pinned: a new query here is a choice, not an accident

@@ -597,3 +597,36 @@ def test_a_drain_out_of_time_says_events_may_be_left():
     assert webhook_events_drain(seconds=0) == ([], True)
     done, more = webhook_events_drain(seconds=60)
     assert (len(done), more) == (2, False)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_event_whose_outcome_cannot_be_recorded_is_failed_and_the_drain_goes_on():
+    """A database refusal while recording an event's outcome rolls its work back; the event is
+    marked failed on its own, so the next drain does not stop on it again."""
+    from payments.gateway import get_gateway
+    from payments.webhooks import webhook_event_store, webhook_events_drain
+
+    stuck, fine = _open_payment(), _open_payment()
+    stored = [
+        webhook_event_store(event=get_gateway().event_from_payload(_intent_event(p))) for p in (stuck, fine)
+    ]
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "CREATE FUNCTION refuse_outcome() RETURNS trigger AS $$ BEGIN"
+            " RAISE EXCEPTION 'refused by the test'; END $$ LANGUAGE plpgsql"
+        )
+        cursor.execute(
+            "CREATE TRIGGER refuse_outcome BEFORE UPDATE ON payments_webhookevent FOR EACH ROW"
+            f" WHEN (NEW.id = {stored[0].pk} AND NEW.status = 'processed') EXECUTE FUNCTION refuse_outcome()"
+        )
+    try:
+        done, more = webhook_events_drain()
+    finally:
+        with connection.cursor() as cursor:
+            cursor.execute("DROP TRIGGER refuse_outcome ON payments_webhookevent")
+            cursor.execute("DROP FUNCTION refuse_outcome()")
+    assert ([row.pk for row in done], more) == ([stored[0].pk, stored[1].pk], False)
+    first, second = (WebhookEvent.objects.get(pk=s.pk) for s in stored)
+    assert (first.status, first.attempts, second.status) == ("failed", 1, "processed")
+    assert Payment.objects.get(pk=stuck.pk).status != PaymentStatus.SUCCEEDED  # its work rolled back
+    assert Payment.objects.get(pk=fine.pk).status == PaymentStatus.SUCCEEDED

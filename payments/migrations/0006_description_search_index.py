@@ -2,7 +2,9 @@
 
 PostgreSQL only, and only where the database lets this role create pg_trgm (a trusted extension
 since PostgreSQL 13): elsewhere the search still works, by a scan. Not declared on the model, so
-SQLite and other databases see no operation.
+SQLite and other databases see no operation. Built CONCURRENTLY, outside a transaction, so a
+large payments table keeps taking writes meanwhile; should a build fail halfway, drop the
+invalid index and migrate again.
 """
 
 import logging
@@ -26,7 +28,7 @@ def create_index(apps, schema_editor):
     with connection.cursor() as cursor:
         # The expression the admin's icontains search compares: UPPER(description::text).
         cursor.execute(
-            f"CREATE INDEX IF NOT EXISTS {INDEX} ON payments_payment "
+            f"CREATE INDEX CONCURRENTLY IF NOT EXISTS {INDEX} ON payments_payment "
             "USING gin ((UPPER(description::text)) gin_trgm_ops)"
         )
 
@@ -34,10 +36,12 @@ def create_index(apps, schema_editor):
 def drop_index(apps, schema_editor):
     if schema_editor.connection.vendor == "postgresql":
         with schema_editor.connection.cursor() as cursor:
-            cursor.execute(f"DROP INDEX IF EXISTS {INDEX}")
+            cursor.execute(f"DROP INDEX CONCURRENTLY IF EXISTS {INDEX}")
 
 
 class Migration(migrations.Migration):
+    atomic = False  # CREATE INDEX CONCURRENTLY cannot run inside a transaction
+
     dependencies = [("payments", "0005_one_sale_per_payable")]
 
     operations = [migrations.RunPython(create_index, drop_index)]
