@@ -9,11 +9,10 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import psycopg2
 import redis
 import requests
 
-from chaos.stack import free_port, wait_until
+from chaos.stack import free_port, run_sql, spawn, stop_process, wait_until
 
 # The same server for every target: gunicorn's sync workers, as the README deploys it.
 WEB_WORKERS = 3
@@ -88,14 +87,7 @@ class BenchStack:
 
     def stop(self) -> None:
         for name in list(self.processes):
-            process = self.processes.pop(name)
-            if process.poll() is None:
-                process.terminate()
-                try:
-                    process.wait(10)
-                except subprocess.TimeoutExpired:
-                    process.kill()
-                    process.wait()
+            stop_process(self.processes.pop(name))
         self._admin(f'DROP DATABASE IF EXISTS "{self.database}" WITH (FORCE)')
 
     def start_worker(self) -> None:
@@ -124,29 +116,13 @@ class BenchStack:
 
     def sql(self, statement: str, params: tuple | list | None = None) -> list[tuple]:
         """One statement on the run's database; its rows, if any."""
-        connection = psycopg2.connect(f"{self.postgres_url}/{self.database}")
-        connection.autocommit = True
-        try:
-            with connection.cursor() as cursor:
-                cursor.execute(statement, params)
-                return cursor.fetchall() if cursor.description else []
-        finally:
-            connection.close()
+        return run_sql(f"{self.postgres_url}/{self.database}", statement, params)
 
     def _answers(self) -> bool:
         return requests.post(f"{self.site_url}/bench/bare/", timeout=2).status_code == 200
 
     def _spawn(self, name: str, command: list[str]) -> None:
-        log = (self.run_dir / f"{name}.log").open("ab")
-        self.processes[name] = subprocess.Popen(  # noqa: S603 - commands this module builds
-            command, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-        )
+        self.processes[name] = spawn(self.run_dir / f"{name}.log", command, self.env)
 
     def _admin(self, statement: str) -> None:
-        connection = psycopg2.connect(f"{self.postgres_url}/postgres")
-        connection.autocommit = True
-        try:
-            with connection.cursor() as cursor:
-                cursor.execute(statement)
-        finally:
-            connection.close()
+        run_sql(f"{self.postgres_url}/postgres", statement)

@@ -40,6 +40,37 @@ def wait_until(check, *, timeout: float, what: str) -> None:
     raise RuntimeError(f"{what} did not come up within {timeout:.0f} s")
 
 
+def spawn(log_path: Path, command: list[str], env: dict[str, str]) -> subprocess.Popen:
+    """Start `command` in a session of its own, its output appended to `log_path`."""
+    log = log_path.open("ab")
+    return subprocess.Popen(  # noqa: S603 - commands the stacks build
+        command, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+    )
+
+
+def stop_process(process: subprocess.Popen) -> None:
+    """SIGTERM, then SIGKILL if it is still there after 10 s."""
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def run_sql(url: str, statement: str, params: tuple | list | None = None) -> list[tuple]:
+    """One statement on database `url`, outside a transaction; its rows, if any."""
+    connection = psycopg2.connect(url)
+    connection.autocommit = True
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute(statement, params)
+            return cursor.fetchall() if cursor.description else []
+    finally:
+        connection.close()
+
+
 @dataclass
 class Stack:
     """Starts and stops the processes of one run; `env` is what every one of them reads."""
@@ -203,20 +234,10 @@ class Stack:
             raise RuntimeError(f"manage.py {' '.join(args)} failed:\n{done.stderr[-3000:]}")
 
     def _spawn(self, name: str, command: list[str]) -> None:
-        log = (self.run_dir / f"{name}.log").open("ab")
-        self.processes[name] = subprocess.Popen(  # noqa: S603 - commands this module builds
-            command, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-        )
+        self.processes[name] = spawn(self.run_dir / f"{name}.log", command, self.env)
 
     def _terminate(self, name: str) -> None:
-        process = self.processes.pop(name)
-        if process.poll() is None:
-            process.terminate()
-            try:
-                process.wait(10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+        stop_process(self.processes.pop(name))
 
     def _site_answers(self) -> bool:
         import requests
@@ -225,13 +246,7 @@ class Stack:
 
     def _admin(self, sql: str) -> None:
         """Run one statement on the server's maintenance database (outside a transaction)."""
-        connection = psycopg2.connect(f"{self.postgres_url}/postgres")
-        connection.autocommit = True
-        try:
-            with connection.cursor() as cursor:
-                cursor.execute(sql)
-        finally:
-            connection.close()
+        run_sql(f"{self.postgres_url}/postgres", sql)
 
     def _create_database(self) -> None:
         self._admin(f'CREATE DATABASE "{self.database}"')
