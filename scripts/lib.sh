@@ -108,3 +108,25 @@ start_own_redis() {
   export TEST_REDIS_OWNED=1
   echo "==> the tests' own Redis on 127.0.0.1:$port"
 }
+
+local_stack_env() {
+  # The environment of the local stack (./scripts/run, ./scripts/manage): SQLite under .run/,
+  # DEBUG on, and the emulator's keys unless STRIPE_SECRET_KEY (environment or .env) is Stripe's.
+  PORT="${PORT:-8000}"
+  STRIPE_PORT="${STRIPE_EMULATOR_PORT:-8420}"
+  mkdir -p .run
+  export DEBUG="${DEBUG:-True}"
+  export DATABASE_URL="${DATABASE_URL:-sqlite:///$PWD/.run/db.sqlite3}"
+  export SITE_URL="${SITE_URL:-http://127.0.0.1:$PORT}"
+  export DJANGO_SETTINGS_MODULE=config.settings
+  REAL_STRIPE_KEY="${STRIPE_SECRET_KEY:-}"
+  if [ -z "$REAL_STRIPE_KEY" ] && [ -f .env ]; then
+    REAL_STRIPE_KEY=$(grep -E '^STRIPE_SECRET_KEY=sk_' .env | head -n1 | cut -d= -f2- || true)
+  fi
+  if [ -z "$REAL_STRIPE_KEY" ]; then
+    export STRIPE_SECRET_KEY=sk_test_local STRIPE_PUBLISHABLE_KEY=pk_test_local
+    export STRIPE_WEBHOOK_SECRET="${STRIPE_WEBHOOK_SECRET:-whsec_local_development_secret}"
+    export STRIPE_API_BASE="http://127.0.0.1:$STRIPE_PORT"
+    export STRIPE_JS_URL="http://127.0.0.1:$STRIPE_PORT/js.stripe.com/v3/"
+  fi
+}
