@@ -188,8 +188,13 @@ LOGGING = {
     },
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": env("LOG_LEVEL", default="INFO")},
-    # The SDK logs every request at INFO; our gateway logs each call with its outcome.
-    "loggers": {"stripe": {"level": "WARNING"}},
+    "loggers": {
+        # The SDK logs every request at INFO; our gateway logs each call with its outcome.
+        "stripe": {"level": "WARNING"},
+        # Django's own default adds a second, plain console line (in DEBUG) for every 4xx and
+        # 5xx: replaced, so each request error is one line, through the root handler.
+        "django": {"handlers": [], "level": "INFO", "propagate": True},
+    },
 }
 
 # HTTPS outside DEBUG unless told otherwise: secure cookies, redirects, HSTS.
