@@ -514,6 +514,33 @@ def test_health(stripe_env, client):
 
 
 @pytest.mark.emulator
+def test_health_without_a_broker_is_a_503_in_production_and_inline_in_development(
+    stripe_env, client, settings
+):
+    from celery import current_app
+
+    previous = current_app.conf.broker_url
+    previous_write = current_app.conf.broker_write_url
+    # Nothing listens there (the write URL is what the health check and the senders use).
+    current_app.conf.broker_url = current_app.conf.broker_write_url = "redis://127.0.0.1:1/0"
+    try:
+        settings.PAYMENTS = {**settings.PAYMENTS, "RUN_TASKS_INLINE_WITHOUT_BROKER": False}
+        down = client.get("/health/")
+        assert (down.status_code, down.json()["broker"]) == (503, "unavailable")
+        settings.PAYMENTS = {**settings.PAYMENTS, "RUN_TASKS_INLINE_WITHOUT_BROKER": True}
+        inline = client.get("/health/")
+        assert (inline.status_code, inline.json()["broker"]) == (200, "inline (development)")
+    finally:
+        current_app.conf.broker_url, current_app.conf.broker_write_url = previous, previous_write
+    # ./scripts/run without Redis: CELERY_TASK_ALWAYS_EAGER (the app reads CELERY_-named settings).
+    current_app.conf.update(CELERY_TASK_ALWAYS_EAGER=True)
+    try:
+        assert client.get("/health/").json()["broker"] == "inline (development)"
+    finally:
+        current_app.conf.update(CELERY_TASK_ALWAYS_EAGER=False)
+
+
+@pytest.mark.emulator
 def test_saved_cards_over_http(stripe_env):
     user = UserFactory()
     api = _token_client(user)
