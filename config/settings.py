@@ -77,6 +77,18 @@ DATABASES = {
         conn_max_age=env("DATABASE_CONN_MAX_AGE", default=60, cast=int),
     )
 }
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    # The embedded default (./scripts/run) serves bookers, the worker and webhooks at once:
+    # every transaction takes the write lock when it begins (never a read lock it must upgrade,
+    # which SQLite refuses at once with "database is locked"), waits up to `timeout` seconds for
+    # it, and readers never wait for writers (WAL).
+    DATABASES["default"].setdefault("OPTIONS", {}).update(
+        {
+            "transaction_mode": "IMMEDIATE",
+            "timeout": env("SQLITE_BUSY_TIMEOUT", default=20, cast=int),
+            "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+        }
+    )
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 REDIS_URL = env("REDIS_URL", default="redis://127.0.0.1:6379/0")

@@ -110,13 +110,15 @@ start_own_redis() {
 }
 
 local_stack_env() {
-  # The environment of the local stack (./scripts/run, ./scripts/manage): SQLite under .run/,
-  # DEBUG on, and the emulator's keys unless STRIPE_SECRET_KEY (environment or .env) is Stripe's.
+  # The environment of the local stack (./scripts/run, ./scripts/manage): SQLite under RUN_DIR
+  # (default .run/), DEBUG on, and the emulator's keys unless STRIPE_SECRET_KEY (environment or
+  # .env) is Stripe's.
   PORT="${PORT:-8000}"
   STRIPE_PORT="${STRIPE_EMULATOR_PORT:-8420}"
-  mkdir -p .run
+  RUN_DIR="${RUN_DIR:-$PWD/.run}"
+  mkdir -p "$RUN_DIR"
   export DEBUG="${DEBUG:-True}"
-  export DATABASE_URL="${DATABASE_URL:-sqlite:///$PWD/.run/db.sqlite3}"
+  export DATABASE_URL="${DATABASE_URL:-sqlite:///$RUN_DIR/db.sqlite3}"
   export SITE_URL="${SITE_URL:-http://127.0.0.1:$PORT}"
   export DJANGO_SETTINGS_MODULE=config.settings
   REAL_STRIPE_KEY="${STRIPE_SECRET_KEY:-}"

@@ -217,7 +217,10 @@ def test_failed_three_d_secure_then_another_card(steps, booker):
     steps.pay("4000002500003155")
     steps.authenticate(succeed=False)
     error = steps.page.wait_for_selector("#payment-error:not([hidden])")
-    assert "authenticate" in error.inner_text().lower()
+    assert error.inner_text() == (
+        "Your bank could not authenticate this payment, so nothing was charged. "
+        "Try again, or use another card."
+    )
     steps.shot("authentication-failed")
     steps.pay("4242424242424242")
     steps.expect_confirmed()
@@ -230,6 +233,8 @@ def test_declined_card_then_another_card(steps, booker):
     steps.pay("4000000000009995")
     error = steps.page.wait_for_selector("#payment-error:not([hidden])")
     assert "insufficient funds" in error.inner_text().lower()
+    assert error.inner_text().endswith(". Please try another card.")
+    assert ".." not in error.inner_text()
     steps.shot("declined")
     steps.pay("4242424242424242")
     steps.expect_confirmed()
@@ -237,6 +242,22 @@ def test_declined_card_then_another_card(steps, booker):
     attempts = Payment.objects.filter(object_id=str(booking.pk)).order_by("attempt")
     assert [p.status for p in attempts] == ["canceled", "succeeded"]
     assert attempts[0].last_error_decline_code == "insufficient_funds"
+
+
+def test_a_busy_service_says_the_card_was_not_charged(steps, booker, stripe_env):
+    steps.login("booker")
+    steps.book("Jazz Night")
+    stripe_env.fail("POST", "/v1/payment_intents", status=503, times=10)  # every try of one click
+    steps.pay("4242424242424242")
+    error = steps.page.wait_for_selector("#payment-error:not([hidden])")
+    assert error.inner_text() == (
+        "The payment service is busy right now and your card was not charged. Please try again in a moment."
+    )
+    steps.shot("busy")
+    stripe_env.faults.clear()
+    steps.page.click("#pay-button")
+    steps.expect_confirmed()
+    assert Booking.objects.get(user=booker).status == "confirmed"
 
 
 def test_cancel_and_see_the_refund(steps, booker):

@@ -3,12 +3,13 @@ failure, canceled or expired, refreshed."""
 
 from __future__ import annotations
 
+import copy
 import uuid
 from datetime import timedelta
 from typing import Any
 
 from django.contrib.contenttypes.models import ContentType
-from django.db import transaction
+from django.db import DatabaseError, transaction
 from django.db.models import Max
 from django.utils import timezone
 
@@ -19,6 +20,7 @@ from payments.exceptions import (
     ProviderError,
 )
 from payments.gateway import get_gateway
+from payments.gateway.base import IntentInfo
 from payments.models import Customer, Payment
 from payments.services.base import (
     PaymentResult,
@@ -183,7 +185,34 @@ def payment_confirm(*, payment: Payment, payment_method_id: str = "") -> Payment
             PaymentStatus.REQUIRES_ACTION,
         ):
             raise
-    return PaymentResult(payment=payment_sync_intent(intent=intent) or payment, intent=intent)
+    return PaymentResult(payment=_record_confirmation(payment, intent), intent=intent)
+
+
+# What Stripe answered to a confirm that a failed local write must not turn into an error: the
+# money is taken or on its way, or the bank's challenge is waiting for the payer.
+_ANSWERS_TO_PASS_ON = (PaymentStatus.SUCCEEDED, PaymentStatus.PROCESSING, PaymentStatus.REQUIRES_ACTION)
+
+
+def _record_confirmation(payment: Payment, intent: IntentInfo) -> Payment:
+    """The payment with Stripe's answer to its confirm applied.
+
+    If Stripe charged the card but writing that down fails (the database is busy or down), the
+    payer must not read an error that asks for another card: the answer says what Stripe said
+    (the row is left as it was), and the webhook, the status page's refresh or reconciliation
+    records it once the database answers.
+    """
+    try:
+        return payment_sync_intent(intent=intent, payment_id=payment.pk) or payment
+    except DatabaseError as error:
+        if intent.status not in _ANSWERS_TO_PASS_ON:
+            raise
+        logger.warning(
+            "provider answered but recording it failed: left to the webhook and reconciliation",
+            extra=_log_extra(payment, provider=intent.status, error=str(error)),
+        )
+        answered = copy.copy(payment)
+        answered.status = intent.status
+        return answered
 
 
 @transaction.atomic
