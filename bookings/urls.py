@@ -6,6 +6,7 @@ from bookings import views
 
 urlpatterns = [
     path("", views.event_list, name="event-list"),
+    path("favicon.ico", views.favicon, name="favicon"),
     path("events/<int:pk>/", views.event_detail, name="event-detail"),
     path("bookings/<int:pk>/pay/", views.booking_pay, name="booking-pay"),
     path("bookings/<int:pk>/result/", views.payment_result, name="booking-payment-result"),

@@ -3,6 +3,9 @@
 import logging
 
 _STANDARD = set(vars(logging.makeLogRecord({}))) | {"message", "asctime", "taskName"}
+# Fields Django's loggers add that say nothing on a line: the socket or request object, and the
+# server's time beside the record's own.
+_UNPRINTED = {"request", "server_time"}
 
 
 class KeyValueFormatter(logging.Formatter):
@@ -10,7 +13,9 @@ class KeyValueFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         line = super().format(record)
-        fields = {k: v for k, v in vars(record).items() if k not in _STANDARD and not k.startswith("_")}
+        fields = {
+            k: v for k, v in vars(record).items() if k not in _STANDARD | _UNPRINTED and not k.startswith("_")
+        }
         if not fields:
             return line
         pairs = " ".join(

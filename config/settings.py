@@ -257,7 +257,12 @@ CELERY_BROKER_CONNECTION_TIMEOUT = 3
 CELERY_TASK_PUBLISH_RETRY_POLICY = {"max_retries": 2, "interval_start": 0.1, "interval_step": 0.5}
 # The longest retry delay and running tasks inline without a broker: PAYMENTS above.
 # Run every task in the web process after commit (the local stack sets it when Redis is absent).
+# What a task prints (the console email backend's emails in development) goes to stdout as it
+# is, not line by line into WARNING log records.
+CELERY_WORKER_REDIRECT_STDOUTS = False
 CELERY_TASK_ALWAYS_EAGER = env("CELERY_TASK_ALWAYS_EAGER", default=False, cast=bool)
+# Development without Redis: the web process runs the schedule below itself (config/inline_beat.py).
+RUN_BEAT_IN_PROCESS = env("RUN_BEAT_IN_PROCESS", default=False, cast=bool)
 CELERY_BEAT_SCHEDULE = {
     "expire-booking-holds": {"task": "bookings.tasks.expire_booking_holds", "schedule": 60.0},
     "expire-stale-payments": {"task": "payments.tasks.expire_stale_payments", "schedule": 600.0},

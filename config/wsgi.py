@@ -10,3 +10,10 @@ application = get_wsgi_application()
 from config.production import ensure_production_ready  # noqa: E402  (needs the apps loaded)
 
 ensure_production_ready()
+
+from django.conf import settings  # noqa: E402
+
+if settings.RUN_BEAT_IN_PROCESS:
+    from config import inline_beat
+
+    inline_beat.start()

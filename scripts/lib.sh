@@ -119,6 +119,12 @@ local_stack_env() {
   mkdir -p "$RUN_DIR"
   export DEBUG="${DEBUG:-True}"
   export DATABASE_URL="${DATABASE_URL:-sqlite:///$RUN_DIR/db.sqlite3}"
+  # A signing key of this run directory's own: sessions and tokens survive restarts.
+  if [ -z "${SECRET_KEY:-}" ]; then
+    [ -s "$RUN_DIR/secret-key" ] || python3 -c "import secrets; print(secrets.token_urlsafe(50))" > "$RUN_DIR/secret-key"
+    SECRET_KEY=$(cat "$RUN_DIR/secret-key")
+    export SECRET_KEY
+  fi
   export SITE_URL="${SITE_URL:-http://127.0.0.1:$PORT}"
   export DJANGO_SETTINGS_MODULE=config.settings
   REAL_STRIPE_KEY="${STRIPE_SECRET_KEY:-}"

@@ -42,6 +42,21 @@ def test_log_lines_carry_their_structured_fields():
     )
 
 
+def test_a_server_log_line_leaves_out_the_socket():
+    formatter = KeyValueFormatter("%(levelname)s %(name)s %(message)s")
+    record = logging.makeLogRecord(
+        {
+            "levelname": "INFO",
+            "name": "django.server",
+            "msg": '"GET / HTTP/1.1" 200 512',
+            "request": object(),
+            "server_time": "01/Dec/2026 10:00:00",
+            "status_code": 200,
+        }
+    )
+    assert formatter.format(record) == 'INFO django.server "GET / HTTP/1.1" 200 512 status_code=200'
+
+
 def _start(module: str, **env_overrides):
     """Import a production entry point in a fresh process with only these settings."""
     import os

@@ -9,6 +9,7 @@ import signal
 import socket
 import sqlite3
 import subprocess
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -246,9 +247,16 @@ def _concurrent_payments_hold(stack: LocalStack) -> None:
     assert {a.json()["payment"]["status"] for a in paid} <= {"succeeded", "processing"}
     wait_until(lambda: _confirmed(stack, bookings), timeout=60, what="every paid booking confirmed")
     _no_lost_webhook(stack)
+    requests.get(f"{stack.url}/favicon.ico", timeout=10)  # what every browser asks for
+    wait_until(lambda: stack.log.count("Subject: Booking confirmed") >= 8, timeout=60, what="emails")
     log = stack.log[log_from:]
     assert "database is locked" not in log
     assert "Traceback" not in log, log[-5000:]
+    # Quiet and readable: emails printed as emails, no warnings a developer can do nothing about.
+    assert "WARNING" not in log, [line for line in log.splitlines() if "WARNING" in line][:5]
+    assert "Not Found" not in log
+    assert "InsecureKeyLengthWarning" not in stack.log
+    assert "socket.socket" not in log
 
 
 def test_concurrent_bookers_with_a_worker(with_redis):
@@ -263,6 +271,28 @@ def test_health_without_redis_is_inline_development(without_redis):
     answer = requests.get(f"{without_redis.url}/health/", timeout=10)
     assert answer.status_code == 200, answer.text
     assert "inline (development)" in answer.text
+
+
+def test_an_expired_hold_is_released_without_redis(without_redis):
+    """No beat without Redis: the web process runs its schedule, so a hold that ran out is
+    released within a minute (the hold expiry entry's interval)."""
+    stack = without_redis
+    (name,) = stack.add_users(1)
+    booking_id = stack.book(stack.session(name), stack.event_ids()[2])
+    writer = sqlite3.connect(stack.run_dir / "db.sqlite3", timeout=30)
+    with writer:  # the hold runs out now
+        writer.execute(
+            "UPDATE bookings_booking SET expires_at = '2000-01-01 00:00:00' WHERE id = ?", (booking_id,)
+        )
+    writer.close()
+    ran_out = time.monotonic()
+    wait_until(
+        lambda: stack.rows("SELECT status FROM bookings_booking WHERE id = ?", (booking_id,))
+        == [("expired",)],
+        timeout=75,
+        what="the hold released",
+    )
+    assert time.monotonic() - ran_out < 60 + 15
 
 
 def test_manage_works_against_the_running_stack(with_redis):

@@ -16,6 +16,14 @@ def _client(user) -> Client:
     return client
 
 
+def test_the_site_has_an_icon_for_every_page_admin_included(client):
+    answer = client.get("/favicon.ico")
+    assert answer.status_code == 200
+    assert answer["Content-Type"] == "image/svg+xml"
+    assert answer.content.startswith(b"<svg") and "max-age=86400" in answer["Cache-Control"]
+    assert b'rel="icon"' in client.get("/").content
+
+
 def test_event_list_shows_price_and_seats_left():
     event = EventFactory(title="Harbour Jazz", price=2500, capacity=10)
     BookingFactory(event=event, quantity=3)
