@@ -4,6 +4,7 @@
     python -m bench e2e     # events one worker process applies per second, and the lag under a stream
     python -m bench start   # what a payment start adds over its Stripe calls, and its queries
     python -m bench admin   # the admin's payment list and searches on 1,000,000 payments
+    python -m bench reconcile  # reconcile_payments --all on 1,000 to 100,000 payments: calls, time, memory
 
 Figures are ratios to the bare view measured in the same run (docs/performance.md).
 """
@@ -35,7 +36,7 @@ ACK_TARGETS = {
     "floor": ("floor: verify_header + json.loads + one INSERT", "/bench/floor/", TABLE),
     "ours": ("this project's /api/webhooks/stripe/", "/api/webhooks/stripe/", "payments_webhookevent"),
 }
-BENCHMARKS = ("ack", "e2e", "start", "admin")
+BENCHMARKS = ("ack", "e2e", "start", "reconcile", "admin")
 # PAYMENTS["WEBHOOK_NUDGE_INTERVAL"] in the settings the stack runs with.
 NUDGE_INTERVAL = 0.1
 # Above any rate seen here, so no event is sent twice within one load.
@@ -119,6 +120,10 @@ def run_one(name: str, stack: BenchStack, args: argparse.Namespace, workdir: Pat
         from bench.start import start
 
         return start(stack, args)
+    if name == "reconcile":
+        from bench.reconcile import reconcile
+
+        return reconcile(stack, args)
     from bench.admin import admin
 
     return admin(stack, args)
@@ -152,6 +157,13 @@ def main() -> int:
     parser.add_argument("--events", type=int, default=2000, help="e2e: events in the backlog")
     parser.add_argument("--lag-seconds", type=float, default=10.0, help="e2e: seconds of the steady stream")
     parser.add_argument("--payments", type=int, default=1_000_000, help="admin: payments in the table")
+    parser.add_argument(
+        "--reconcile-sizes",
+        type=int,
+        nargs="*",
+        default=None,
+        help="reconcile: payment counts (1000 10000 100000)",
+    )
     parser.add_argument(
         "--profile", nargs="*", default=[], help="targets to profile with py-spy (one web worker)"
     )
@@ -216,6 +228,17 @@ def main() -> int:
             )  # fmt: skip
             print("| " + " | ".join(str(cell) for cell in cells) + " |")
         failures += st["failures"]
+    if "reconcile" in report and "rows" in report["reconcile"]:
+        print("\nReconciliation (reconcile_payments --all, Stripe a stand-in serving list pages)\n")
+        print("| payments | Stripe calls | allowed | seconds | peak RSS MiB | × smallest |")
+        print("|---|---|---|---|---|---|")
+        for row in report["reconcile"]["rows"]:
+            cells = (
+                f"{row['payments']:,}", row["stripe_calls"], row["allowed_calls"], row["seconds"],
+                row["peak_rss_mib"], row.get("rss_vs_smallest", 1.0),
+            )  # fmt: skip
+            print("| " + " | ".join(str(cell) for cell in cells) + " |")
+        failures += report["reconcile"]["failures"]
     if "admin" in report and "rows" in report["admin"]:
         a = report["admin"]
         print(f"\nAdmin on {a['payments']:,} payments (server time in-process, median of 5)\n")

@@ -118,6 +118,26 @@ def test_local_success_stripe_does_not_know(stripe_env):
     assert [(f.kind, f.payment_id) for f in report.unresolved] == [("unknown_at_stripe", ghost.pk)]
 
 
+def test_a_run_forgets_what_the_last_one_listed(stripe_env):
+    """The listed intents are kept per run (a temporary table of the connection, which a worker
+    keeps for many runs): a paid payment the second run's window does not list is looked up."""
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    paid = booking_pay(
+        booking_id=BookingFactory().pk, payment_method_id=stripe_env.card(), confirm=True
+    ).payment
+    assert payments_reconcile(everything=True).intents_checked == 1  # the first run lists it
+    stripe_env.requests.clear()
+    later = timezone.now() + timedelta(minutes=5)
+    Payment.objects.filter(pk=paid.pk).update(updated_at=later)  # changed within the next window
+    assert payments_reconcile(since=later).findings == []
+    assert [
+        c.path for c in stripe_env.calls("GET", f"/v1/payment_intents/{paid.stripe_payment_intent_id}")
+    ] == [f"/v1/payment_intents/{paid.stripe_payment_intent_id}"]
+
+
 def test_stripe_payment_with_no_local_row(stripe_env):
     made = stripe_env.api(
         "POST",

@@ -248,7 +248,13 @@ def event_body(payload: bytes) -> dict[str, Any]:
 
 
 def page(result: Any, convert: Callable[[Any], T]) -> Page[T]:
-    """A Stripe list as a Page; the cursor is the last item's id (Stripe's starting_after)."""
-    items = [convert(item) for item in result.data]
+    """A Stripe list (its JSON, or the SDK's object) as a Page; the cursor is the last item's id
+    (Stripe's starting_after)."""
+    data, has_more = (
+        (result.get("data") or [], result.get("has_more"))
+        if isinstance(result, dict)
+        else (result.data, result.has_more)
+    )
+    items = [convert(item) for item in data]
     last = items[-1].id if items else None
-    return Page(items=items, has_more=bool(result.has_more), next_cursor=last)
+    return Page(items=items, has_more=bool(has_more), next_cursor=last)
