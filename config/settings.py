@@ -32,6 +32,7 @@ INSTALLED_APPS = [
     "axes",
     "payments",
     "bookings",
+    "credits",
     "config.apps.SiteConfig",
 ]
 

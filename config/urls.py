@@ -35,6 +35,7 @@ urlpatterns = [
         "api/auth/logout/", TokenBlacklistView.as_view(throttle_classes=[TokenRefreshThrottle]), name="logout"
     ),
     path("api/", include("bookings.api.urls")),
+    path("api/", include("credits.api.urls")),
     path("api/", include("payments.api.urls")),
     path("api/", include("payments.urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),

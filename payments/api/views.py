@@ -56,7 +56,9 @@ PAY_ERRORS = {
 }
 
 
-def _intent_body(result: PaymentResult) -> dict:
+def intent_response_body(result: PaymentResult) -> dict:
+    """The payment contract every payment-starting answer carries (IntentResponseSerializer):
+    for a host endpoint that creates its payable and starts paying in one request."""
     intent = result.intent
     return {
         "payment": PaymentSerializer(result.payment).data,
@@ -123,6 +125,10 @@ class PayablePaymentViewSet(viewsets.GenericViewSet):
         """Default (success_url, cancel_url) for a hosted checkout."""
         raise NotImplementedError
 
+    def check_refund(self, payable: Model, payment: Payment, *, user: Any, amount: int | None) -> None:
+        """Refuse a refund the host cannot undo its side of (raise an error the API maps, such
+        as a registered host error); `amount` None means as much as the user may refund."""
+
     # Helpers ------------------------------------------------------------------------------
 
     def get_payable(self, *, any_owner: bool = False) -> Model:
@@ -155,7 +161,7 @@ class PayablePaymentViewSet(viewsets.GenericViewSet):
             confirm=body.validated_data["confirm_immediately"],
             save_payment_method=body.validated_data["save_payment_method"],
         )
-        return Response(_intent_body(result))
+        return Response(intent_response_body(result))
 
     @extend_schema(request=ConfirmRequestSerializer, responses={200: IntentResponseSerializer, **PAY_ERRORS})
     @action(detail=False, methods=["post"], throttle_classes=[PaymentRateThrottle])
@@ -177,7 +183,7 @@ class PayablePaymentViewSet(viewsets.GenericViewSet):
             )
         else:
             result = services.payment_confirm(payment=payment, payment_method_id=method)
-        return Response(_intent_body(result))
+        return Response(intent_response_body(result))
 
     @extend_schema(request=None, responses={200: PaymentSerializer, **PAY_ERRORS})
     @action(detail=False, methods=["get"], throttle_classes=[StatusRateThrottle])
@@ -200,10 +206,12 @@ class PayablePaymentViewSet(viewsets.GenericViewSet):
         body.is_valid(raise_exception=True)
         payable = self.get_payable(any_owner=policy.is_refund_staff(request.user))
         payment = self.latest_payment(payable)
+        amount = body.amount_in_minor_units(payment.currency)
+        self.check_refund(payable, payment, user=request.user, amount=amount)
         refund = services.refund_request(
             payment=payment,
             user=request.user,
-            amount=body.amount_in_minor_units(payment.currency),
+            amount=amount,
             reason=body.validated_data["reason"],
             deadline=self.refund_deadline(payable),
         )
@@ -225,7 +233,7 @@ class PayablePaymentViewSet(viewsets.GenericViewSet):
         result = self.retry_payment(
             self.get_payable(), payment_method_id=body.validated_data.get("payment_method_id", "")
         )
-        return Response(_intent_body(result))
+        return Response(intent_response_body(result))
 
     @extend_schema(
         request=CheckoutRequestSerializer, responses={200: CheckoutResponseSerializer, **PAY_ERRORS}

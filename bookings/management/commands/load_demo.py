@@ -2,8 +2,10 @@
 
 from datetime import timedelta
 
+from django.apps import apps
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Permission
+from django.core.management import call_command
 from django.core.management.base import BaseCommand
 from django.utils import timezone
 
@@ -73,3 +75,5 @@ class Command(BaseCommand):
             )
             self.stdout.write(f"  {username} / {password}  ({role})")
         self.stdout.write(f"{len(EVENTS)} upcoming events.")
+        if apps.is_installed("credits"):
+            call_command("load_credit_packages", stdout=self.stdout)

@@ -1,0 +1,1 @@
+"""The credits API: packages, purchases (paid like bookings), the wallet and spending."""
