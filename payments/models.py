@@ -281,3 +281,19 @@ class ReconcileState(models.Model):
 
     def __str__(self) -> str:
         return f"reconcile {self.name} at {self.last_started_at}"
+
+
+class ReconcileListedIntent(models.Model):
+    """An intent Stripe listed during one reconciliation run: what the run compares its local
+    successes against at the end, kept here rather than in memory (a run's rows are deleted when
+    it ends; a crashed run's a day later)."""
+
+    run = models.UUIDField(db_index=True)
+    intent_id = models.CharField(max_length=255)
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["run", "intent_id"], name="one_listed_intent_per_run")]
+
+    def __str__(self) -> str:
+        return f"{self.intent_id} (run {self.run})"

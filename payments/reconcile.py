@@ -8,26 +8,27 @@ as webhooks; amounts that differ are reported, never overwritten). Local success
 Stripe never showed are looked up one by one (they should be none) and reported.
 
 Memory stays flat whatever the number of payments: pages are handled one at a time, and the ids
-of the intents Stripe listed are kept in a temporary table of the run's database connection.
+of the intents Stripe listed are kept in rows of their own under the run's id.
 """
 
 from __future__ import annotations
 
 import logging
+import uuid
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 from typing import TypeVar
 
-from django.db import connection, models, transaction
-from django.db.models.expressions import RawSQL
+from django.db import models, transaction
+from django.db.models import Exists, OuterRef
 from django.utils import timezone
 
 from payments import services
 from payments.exceptions import ProviderError
 from payments.gateway import get_gateway
 from payments.gateway.base import IntentInfo, Page
-from payments.models import Payment, ReconcileState, Refund, WebhookEvent
+from payments.models import Payment, ReconcileListedIntent, ReconcileState, Refund, WebhookEvent
 from payments.states import PAID_STATUSES, REFUND_HOLDS_MONEY, PaymentStatus, can_transition
 from payments.webhooks import webhook_event_process, webhook_event_store
 
@@ -100,41 +101,32 @@ def _pages(fetch: Callable[[str | None], Page[T]]) -> Iterator[list[T]]:
 
 
 class _SeenIntents:
-    """The ids of the intents Stripe listed in this run: in a temporary table of this database
-    connection (PostgreSQL, SQLite), so that a run over 100,000 payments holds no more in memory
-    than one over 1,000; in a set on other databases."""
+    """The ids of the intents Stripe listed in this run, kept in the database (one row each,
+    under the run's id) so that a run over 100,000 payments holds no more in memory than one
+    over 1,000. Rows, not a temporary table: a connection pooler may hand each statement to
+    another server session."""
 
-    TABLE = "payments_reconcile_seen_intents"
+    STALE_AFTER = timedelta(days=1)
 
     def __init__(self) -> None:
-        self.in_database = connection.vendor in ("postgresql", "sqlite")
-        self.ids: set[str] = set()
-        if self.in_database:
-            with connection.cursor() as cursor:
-                # One per connection, emptied at each run (a worker's connection runs many).
-                cursor.execute(
-                    f"CREATE TEMPORARY TABLE IF NOT EXISTS {self.TABLE} (intent_id varchar(255) PRIMARY KEY)"
-                )
-                cursor.execute(f"DELETE FROM {self.TABLE}")  # noqa: S608 - a constant name
+        self.run = uuid.uuid4()
 
     def add(self, ids: list[str]) -> None:
-        if not ids:
-            return
-        if not self.in_database:
-            self.ids.update(ids)
-            return
-        rows = ", ".join(["(%s)"] * len(ids))
-        with connection.cursor() as cursor:
-            cursor.execute(
-                f"INSERT INTO {self.TABLE} (intent_id) VALUES {rows} ON CONFLICT DO NOTHING",  # noqa: S608
-                ids,
-            )
+        ReconcileListedIntent.objects.bulk_create(
+            [ReconcileListedIntent(run=self.run, intent_id=intent_id) for intent_id in ids],
+            ignore_conflicts=True,
+        )
 
     def exclude_from(self, payments: models.QuerySet[Payment]) -> models.QuerySet[Payment]:
-        if not self.in_database:
-            return payments.exclude(stripe_payment_intent_id__in=self.ids)
-        listed = RawSQL(f"SELECT intent_id FROM {self.TABLE}", [])  # noqa: S608, S611 - a constant name
-        return payments.exclude(stripe_payment_intent_id__in=listed)
+        listed = ReconcileListedIntent.objects.filter(
+            run=self.run, intent_id=OuterRef("stripe_payment_intent_id")
+        )
+        return payments.exclude(Exists(listed))
+
+    def close(self) -> None:
+        """Forget this run's rows, and those a crashed run left."""
+        stale = models.Q(created_at__lt=timezone.now() - self.STALE_AFTER)
+        ReconcileListedIntent.objects.filter(models.Q(run=self.run) | stale).delete()
 
 
 def _refunded_by_payment(payment_ids: Iterable[int]) -> dict[int, int]:
@@ -309,7 +301,9 @@ class _Run:
         paid = Payment.objects.filter(status__in=PAID_STATUSES).exclude(stripe_payment_intent_id="")
         if since is not None:
             paid = paid.filter(updated_at__gte=since)
-        for payment in self.seen_intents.exclude_from(paid).iterator():
+        # Read at once (they should be none): a lookup below may write, which SQLite will not
+        # start while a read is still open on this connection.
+        for payment in list(self.seen_intents.exclude_from(paid)):
             try:
                 intent = self.gateway.retrieve_intent(payment.stripe_payment_intent_id)
             except ProviderError as error:
@@ -357,10 +351,13 @@ def payments_reconcile(
     if everything:
         since = None
     run = _Run(since=since, dry_run=dry_run, progress=progress)
-    run.events()
-    run.refunds()
-    run.intents()
-    run.local_successes(since)
+    try:
+        run.events()
+        run.refunds()
+        run.intents()
+        run.local_successes(since)
+    finally:
+        run.seen_intents.close()
     if not dry_run:
         with transaction.atomic():
             ReconcileState.objects.filter(pk=state.pk).update(

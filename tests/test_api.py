@@ -107,6 +107,42 @@ def test_three_d_secure_over_http(stripe_env):
 
 
 @pytest.mark.emulator
+def test_a_charge_after_3ds_whose_recording_fails_is_answered_as_charged(stripe_env):
+    """The confirm after the bank's challenge: Stripe charged the card, our write fails. The
+    answer is Stripe's (succeeded), never an error; the next status read records it."""
+    from django.db import connection
+
+    booking = BookingFactory(user=UserFactory())
+    api = _token_client(booking.user)
+    base = f"/api/bookings/{booking.pk}/payment"
+    started = api.post(
+        f"{base}/intent/",
+        {"payment_method_id": stripe_env.card("4000002500003155"), "confirm_immediately": True},
+        format="json",
+    ).json()
+    stripe_env.authenticate(started["payment"]["payment_intent"], started["client_secret"])
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "CREATE FUNCTION refuse_success() RETURNS trigger AS $$ BEGIN"
+            " RAISE EXCEPTION 'the disk is full'; END $$ LANGUAGE plpgsql"
+        )
+        cursor.execute(
+            "CREATE TRIGGER refuse_success BEFORE UPDATE ON payments_payment FOR EACH ROW"
+            " WHEN (NEW.status = 'succeeded') EXECUTE FUNCTION refuse_success()"
+        )
+    try:
+        confirmed = api.post(f"{base}/confirm/", {}, format="json")
+    finally:
+        with connection.cursor() as cursor:
+            cursor.execute("DROP TRIGGER refuse_success ON payments_payment")
+            cursor.execute("DROP FUNCTION refuse_success()")
+    assert confirmed.status_code == 200, confirmed.content
+    assert confirmed.json()["payment"]["status"] == "succeeded"
+    assert Payment.objects.get(object_id=str(booking.pk)).status == "requires_action"  # not recorded
+    assert api.get(f"{base}/status/").json()["status"] == "succeeded"
+
+
+@pytest.mark.emulator
 def test_declined_card_is_402_with_the_envelope_then_retry(stripe_env):
     booking = BookingFactory()
     api = _token_client(booking.user)

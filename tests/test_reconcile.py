@@ -133,6 +133,9 @@ def test_a_run_forgets_what_the_last_one_listed(stripe_env):
     later = timezone.now() + timedelta(minutes=5)
     Payment.objects.filter(pk=paid.pk).update(updated_at=later)  # changed within the next window
     assert payments_reconcile(since=later).findings == []
+    from payments.models import ReconcileListedIntent
+
+    assert not ReconcileListedIntent.objects.exists()  # each run forgets its own rows
     assert [
         c.path for c in stripe_env.calls("GET", f"/v1/payment_intents/{paid.stripe_payment_intent_id}")
     ] == [f"/v1/payment_intents/{paid.stripe_payment_intent_id}"]

@@ -9,7 +9,7 @@ from datetime import timedelta
 from typing import Any
 
 from django.contrib.contenttypes.models import ContentType
-from django.db import DatabaseError, transaction
+from django.db import DatabaseError, connection, transaction
 from django.db.models import Max
 from django.utils import timezone
 
@@ -157,8 +157,9 @@ def payment_confirm(*, payment: Payment, payment_method_id: str = "") -> Payment
     A declined card records the decline on the payment and raises CardError.
     """
     if payment.status == PaymentStatus.REQUIRES_ACTION and not payment_method_id:
+        # After the bank's challenge: Stripe may have charged the card by now.
         intent = get_gateway().retrieve_intent(payment.stripe_payment_intent_id)
-        return PaymentResult(payment=payment_sync_intent(intent=intent) or payment, intent=intent)
+        return PaymentResult(payment=_record_confirmation(payment, intent), intent=intent)
     _ensure_payers_card(payment_method_id=payment_method_id, owner=payment.owner)
     payment = _next_confirmation(payment.pk)
     gateway = get_gateway()
@@ -203,12 +204,14 @@ def _record_confirmation(payment: Payment, intent: IntentInfo) -> Payment:
     """
     try:
         return payment_sync_intent(intent=intent, payment_id=payment.pk) or payment
-    except DatabaseError as error:
-        if intent.status not in _ANSWERS_TO_PASS_ON:
+    except DatabaseError:
+        # Inside a host's transaction that can no longer commit, an answer would hide that the
+        # host's own writes are lost: the error goes up.
+        if intent.status not in _ANSWERS_TO_PASS_ON or connection.needs_rollback:
             raise
-        logger.warning(
+        logger.exception(
             "provider answered but recording it failed: left to the webhook and reconciliation",
-            extra=_log_extra(payment, provider=intent.status, error=str(error)),
+            extra=_log_extra(payment, provider=intent.status),
         )
         answered = copy.copy(payment)
         answered.status = intent.status
