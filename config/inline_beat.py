@@ -2,8 +2,9 @@
 
 `./scripts/run` sets RUN_BEAT_IN_PROCESS when no Redis answers, so unpaid holds still expire (within
 a minute of running out), stale payments are expired and the sweeps run, as beat would do them.
-Each entry's task runs in this process (`Task.apply`), first at start-up and then at its interval.
-One process only (runserver): with several web processes every one would run the schedule.
+Each entry's task runs in this process (`Task.apply`), first shortly after start-up and then at its
+interval; a task's retries run at once, as eager Celery runs them. One process only (runserver):
+with several web processes every one would run the schedule, so a production start refuses it.
 """
 
 from __future__ import annotations
@@ -54,21 +55,28 @@ def _run(name: str, task: str) -> None:
         close_old_connections()
 
 
-def run_forever(*, stop: threading.Event | None = None) -> None:
+# The first runs wait this long after start-up (the server, and the emulator beside it, answer
+# by then); then each entry runs at its interval.
+FIRST_RUN_AFTER = 10.0
+
+
+def run_forever(*, stop: threading.Event | None = None, first_run_after: float = FIRST_RUN_AFTER) -> None:
     """Run every due entry, then sleep until the next one is due (at most a second at a time)."""
     stop = stop or threading.Event()
     entries = _entries()
-    due = dict.fromkeys((name for name, _, _ in entries), time.monotonic())
+    if not entries:
+        return
+    due = dict.fromkeys((name for name, _, _ in entries), time.monotonic() + first_run_after)
     while not stop.is_set():
-        now = time.monotonic()
-        for name, task, seconds in entries:
-            if now >= due[name]:
-                _run(name, task)
-                due[name] = now + seconds
-        if entries:
-            stop.wait(max(0.0, min(1.0, min(due.values()) - time.monotonic())))
-        else:
-            return
+        try:
+            now = time.monotonic()
+            for name, task, seconds in entries:
+                if now >= due[name]:
+                    due[name] = now + seconds
+                    _run(name, task)
+        except Exception:  # the thread must outlive anything one round raises
+            logger.exception("in-process schedule round failed")
+        stop.wait(max(0.0, min(1.0, min(due.values()) - time.monotonic())))
 
 
 def start() -> None:

@@ -6,6 +6,7 @@ _STANDARD = set(vars(logging.makeLogRecord({}))) | {"message", "asctime", "taskN
 # Fields Django's loggers add that say nothing on a line: the socket or request object, and the
 # server's time beside the record's own.
 _UNPRINTED = {"request", "server_time"}
+_HIDDEN = _STANDARD | _UNPRINTED
 
 
 class KeyValueFormatter(logging.Formatter):
@@ -14,7 +15,7 @@ class KeyValueFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         line = super().format(record)
         fields = {
-            k: v for k, v in vars(record).items() if k not in _STANDARD | _UNPRINTED and not k.startswith("_")
+            k: v for k, v in vars(record).items() if k not in _HIDDEN and not k.startswith("_")
         }
         if not fields:
             return line

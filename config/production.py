@@ -31,6 +31,11 @@ def production_problems() -> list[str]:
         problems.append("The Stripe keys are .env.example's placeholders: set the real ones.")
     if not payments.get("SECRET_KEY"):
         problems.append("STRIPE_SECRET_KEY is not set: set it to your sk_live_... (or sk_test_...) key.")
+    if getattr(settings, "RUN_BEAT_IN_PROCESS", False):
+        problems.append(
+            "RUN_BEAT_IN_PROCESS is on: it is for development without Redis (every web process would "
+            "run the schedule); unset it and run `celery -A config beat` once."
+        )
     if not payments.get("WEBHOOK_SECRETS"):
         problems.append(
             "STRIPE_WEBHOOK_SECRET is not set: set it to the webhook endpoint's whsec_... secret."

@@ -119,9 +119,14 @@ local_stack_env() {
   mkdir -p "$RUN_DIR"
   export DEBUG="${DEBUG:-True}"
   export DATABASE_URL="${DATABASE_URL:-sqlite:///$RUN_DIR/db.sqlite3}"
-  # A signing key of this run directory's own: sessions and tokens survive restarts.
-  if [ -z "${SECRET_KEY:-}" ]; then
-    [ -s "$RUN_DIR/secret-key" ] || python3 -c "import secrets; print(secrets.token_urlsafe(50))" > "$RUN_DIR/secret-key"
+  # A signing key of this run directory's own (unless the environment or .env has one): sessions
+  # and tokens survive restarts. Written whole (a rename) and readable by this user only.
+  if [ -z "${SECRET_KEY:-}" ] && ! { [ -f .env ] && grep -qE '^SECRET_KEY=.+' .env; }; then
+    if [ ! -s "$RUN_DIR/secret-key" ]; then
+      (umask 077; fresh=$(mktemp "$RUN_DIR/.secret-key.XXXXXX")
+       python3 -c "import secrets; print(secrets.token_urlsafe(50))" > "$fresh"
+       mv -n "$fresh" "$RUN_DIR/secret-key"; rm -f "$fresh")
+    fi
     SECRET_KEY=$(cat "$RUN_DIR/secret-key")
     export SECRET_KEY
   fi
@@ -129,7 +134,8 @@ local_stack_env() {
   export DJANGO_SETTINGS_MODULE=config.settings
   REAL_STRIPE_KEY="${STRIPE_SECRET_KEY:-}"
   if [ -z "$REAL_STRIPE_KEY" ] && [ -f .env ]; then
-    REAL_STRIPE_KEY=$(grep -E '^STRIPE_SECRET_KEY=sk_' .env | head -n1 | cut -d= -f2- || true)
+    # .env.example's placeholder is not a key: the emulator stands in until a real one is set.
+    REAL_STRIPE_KEY=$(grep -E '^STRIPE_SECRET_KEY=sk_' .env | grep -v replace_me | head -n1 | cut -d= -f2- || true)
   fi
   if [ -z "$REAL_STRIPE_KEY" ]; then
     export STRIPE_SECRET_KEY=sk_test_local STRIPE_PUBLISHABLE_KEY=pk_test_local

@@ -98,6 +98,44 @@ def test_production_starts_with_its_secrets_and_development_without():
     assert _start("config.wsgi", DEBUG="True").returncode == 0
 
 
+def test_production_refuses_the_development_schedule_in_process():
+    started = _start(
+        "config.wsgi", DEBUG="False", SECRET_KEY=GOOD_KEY, RUN_BEAT_IN_PROCESS="True", **STRIPE_KEYS
+    )
+    assert started.returncode != 0 and "RUN_BEAT_IN_PROCESS" in started.stderr
+
+
+def test_the_in_process_schedule_runs_each_entry_at_its_interval(settings):
+    import threading
+
+    from celery import current_app
+
+    from config import inline_beat
+
+    ran: list[str] = []
+    for entry in ("often", "rarely", "failing"):
+
+        def probe(entry=entry) -> None:
+            ran.append(entry)
+            if entry == "failing":
+                raise RuntimeError("a task that fails")
+
+        current_app.task(name=f"tests.beat_{entry}")(probe)
+    settings.CELERY_BEAT_SCHEDULE = {
+        "often": {"task": "tests.beat_often", "schedule": 0.05},
+        "rarely": {"task": "tests.beat_rarely", "schedule": 3600.0},
+        "failing": {"task": "tests.beat_failing", "schedule": 0.05},  # never stops the others
+        "crontab": {"task": "tests.beat_often", "schedule": object()},  # beat's business, skipped
+    }
+    stop = threading.Event()
+    thread = threading.Thread(target=inline_beat.run_forever, kwargs={"stop": stop, "first_run_after": 0})
+    thread.start()
+    threading.Event().wait(0.5)
+    stop.set()
+    thread.join(5)
+    assert ran.count("rarely") == 1 and ran.count("often") >= 2 and ran.count("failing") >= 2
+
+
 def test_production_refuses_a_payments_setting_that_fails_its_checks():
     started = _start(
         "config.wsgi", DEBUG="False", SECRET_KEY=GOOD_KEY, PAYMENTS_FEE_FIXED="usd", **STRIPE_KEYS
