@@ -14,9 +14,7 @@ class KeyValueFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         line = super().format(record)
-        fields = {
-            k: v for k, v in vars(record).items() if k not in _HIDDEN and not k.startswith("_")
-        }
+        fields = {k: v for k, v in vars(record).items() if k not in _HIDDEN and not k.startswith("_")}
         if not fields:
             return line
         pairs = " ".join(
