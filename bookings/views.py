@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-from urllib.parse import urlsplit
-
-from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth import login
 from django.contrib.auth.decorators import login_required
@@ -19,6 +16,7 @@ from bookings import selectors, services
 from bookings.exceptions import BookingError
 from bookings.forms import BookingForm, SignupForm
 from bookings.models import Booking
+from config.checkout import render_checkout
 from payments import money
 from payments.conf import payments_settings
 from payments.exceptions import PaymentError
@@ -86,30 +84,9 @@ def booking_pay(request, pk: int):
         "resultUrl": reverse("booking-payment-result", args=[booking.pk]),
         "paymentStatus": payment.status if payment else None,
     }
-    response = render(
+    return render_checkout(
         request, "bookings/checkout.html", {"booking": booking, "config": config, **_amounts(booking)}
     )
-    # Read by django-csp's middleware: frames replace the site's "none", the rest adds to it.
-    policy = _stripe_js_policy()
-    frames = policy.pop("frame-src", None)
-    response._csp_update = policy
-    if frames:
-        response._csp_replace = {"frame-src": frames}
-    return response
-
-
-def _stripe_js_policy() -> dict[str, list[str]]:
-    """What Stripe.js needs on top of the site's policy (Stripe's security guide, "Content
-    Security Policy"); with the emulator's stand-in, its own origin instead."""
-    parts = urlsplit(settings.STRIPE_JS_URL)
-    origin = f"{parts.scheme}://{parts.netloc}"
-    if parts.hostname == "js.stripe.com":
-        return {
-            "script-src": ["https://js.stripe.com", "https://*.js.stripe.com"],
-            "frame-src": ["https://js.stripe.com", "https://*.js.stripe.com", "https://hooks.stripe.com"],
-            "connect-src": ["https://api.stripe.com"],
-        }
-    return {"script-src": [origin], "connect-src": [origin]}
 
 
 @login_required

@@ -42,6 +42,7 @@ urlpatterns = [
     path("api/docs/", DOCS_POLICY(SpectacularSwaggerSplitView.as_view(url_name="schema")), name="api-docs"),
     path("api/redoc/", DOCS_POLICY(SpectacularRedocView.as_view(url_name="schema")), name="api-redoc"),
     path("health/", HealthView.as_view(), name="health"),
+    path("credits/", include("credits.urls")),
     path("", include("bookings.urls")),
 ]
 

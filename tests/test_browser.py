@@ -260,6 +260,27 @@ def test_a_busy_service_says_the_card_was_not_charged(steps, booker, stripe_env)
     assert Booking.objects.get(user=booker).status == "confirmed"
 
 
+def test_buy_credits_and_see_them_in_the_wallet(steps, booker):
+    from credits.models import CreditPackage
+
+    CreditPackage.objects.create(name="Basic: 100 credits", credits=100, price=1000, sort_order=1)
+    steps.login("booker")
+    steps.page.goto(f"{steps.base}/credits/")
+    steps.shot("wallet-empty")
+    steps.page.click("text=Buy for 10.00 USD")
+    steps.page.wait_for_url("**/pay/")
+    steps.page.wait_for_selector("#card-element input[placeholder=number]")
+    assert steps.page.inner_text("#pay-button") == "Pay 10.00 USD"
+    steps.shot("checkout")
+    steps.pay("4242424242424242")
+    steps.page.wait_for_url("**/result/", timeout=20_000)
+    steps.page.wait_for_selector("#result[data-status=paid]", timeout=30_000)
+    steps.shot("paid")
+    steps.page.goto(f"{steps.base}/credits/")
+    assert steps.page.inner_text("#balance") == "100 credits"
+    steps.shot("wallet")
+
+
 def test_cancel_and_see_the_refund(steps, booker):
     steps.login("booker")
     steps.book("Jazz Night")

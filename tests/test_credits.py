@@ -275,3 +275,21 @@ def test_staff_adjust_a_wallet_in_the_admin_and_it_is_logged(stripe_env, package
         client.post(f"/admin/credits/wallet/{wallet.pk}/adjust/", {"amount": "5", "reason": "x"}).status_code
         == 403
     )
+
+
+def test_the_wallet_page_buys_through_the_checkout_page(packages):
+    user = UserFactory()
+    client = Client()
+    client.force_login(user)
+    page = client.get("/credits/")
+    assert page.status_code == 200 and b"Buy for 10.00 USD" in page.content and b"0 credits" in page.content
+    bought = client.post(f"/credits/buy/{packages[0].pk}/")
+    purchase = CreditPurchase.objects.get(user=user)
+    assert bought.status_code == 302 and bought["Location"] == f"/credits/purchases/{purchase.pk}/pay/"
+    checkout = client.get(bought["Location"])
+    assert checkout.status_code == 200 and b"Pay 10.00 USD" in checkout.content
+    assert "script-src" in checkout["Content-Security-Policy"]
+    other = Client()
+    other.force_login(UserFactory())
+    assert other.get(bought["Location"]).status_code == 404
+    assert Client().get("/credits/").status_code == 302  # to the login page
