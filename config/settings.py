@@ -270,6 +270,7 @@ CELERY_BEAT_SCHEDULE = {
     "sweep-webhook-events": {"task": "payments.tasks.sweep_webhook_events", "schedule": 60.0},
     "sweep-pending-refunds": {"task": "payments.tasks.sweep_pending_refunds", "schedule": 60.0},
     "sweep-pending-emails": {"task": "bookings.tasks.sweep_pending_emails", "schedule": 60.0},
+    "sweep-credits": {"task": "credits.tasks.sweep_credits", "schedule": 60.0},
     "reconcile-payments": {"task": "payments.tasks.reconcile_payments", "schedule": 3600.0},
 }
 

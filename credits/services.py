@@ -11,7 +11,7 @@ import logging
 from typing import Any
 
 from django.db import transaction
-from django.db.models import F, Sum
+from django.db.models import Exists, F, OuterRef, Sum
 from django.utils import timezone
 
 from credits.exceptions import CreditsError, InsufficientCredits
@@ -21,6 +21,7 @@ from payments import selectors as payment_selectors
 from payments import services as payment_services
 from payments.models import Payment
 from payments.services import PaymentResult, PaymentTerms
+from payments.states import PAID_STATUSES, PaymentStatus
 
 logger = logging.getLogger(__name__)
 
@@ -228,3 +229,31 @@ def credits_adjust(*, user: Any, amount: int, reason: str, staff: Any) -> Wallet
         raise CreditsError("An adjustment needs a non-zero amount and a reason.", code="invalid_adjustment")
     wallet = _lock_wallet(user.pk)
     return _write(wallet, WalletEntry.Kind.ADJUSTMENT, amount, reason=reason[:255], created_by=staff)
+
+
+def credits_sweep(*, limit: int = 500) -> dict[str, int]:
+    """What the payment signals should have done, done now: credits for paid purchases that have
+    none (their receiver failed: the database was down for a moment), and credits taken back
+    for refunds that were not. Both are idempotent; run by beat every minute."""
+    outcome = {"added": 0, "taken_back": 0}
+    credited = WalletEntry.objects.filter(purchase=OuterRef("pk"), kind=WalletEntry.Kind.PURCHASE)
+    purchases = CreditPurchase.objects.annotate(
+        payment_status=payment_selectors.latest_payment_status(CreditPurchase), credited=Exists(credited)
+    )
+    for purchase_id in purchases.filter(payment_status__in=PAID_STATUSES, credited=False).values_list(
+        "pk", flat=True
+    )[:limit]:
+        if credits_add_for_payment(purchase_id=purchase_id) is not None:
+            outcome["added"] += 1
+    refunded = (PaymentStatus.PARTIALLY_REFUNDED, PaymentStatus.REFUNDED)
+    for purchase in purchases.filter(payment_status__in=refunded, credited=True).exclude(
+        status=CreditPurchase.Status.REFUNDED
+    )[:limit]:
+        payment = payment_selectors.payments_of(purchase).sales().first()
+        if payment is not None and credits_remove_for_refund(
+            purchase_id=purchase.pk, payment_id=payment.pk, refund_id=None
+        ):
+            outcome["taken_back"] += 1
+    if any(outcome.values()):
+        logger.warning("credits swept", extra=outcome)
+    return outcome

@@ -293,3 +293,48 @@ def test_the_wallet_page_buys_through_the_checkout_page(packages):
     other.force_login(UserFactory())
     assert other.get(bought["Location"]).status_code == 404
     assert Client().get("/credits/").status_code == 302  # to the login page
+
+
+def _refusing_wallet_entries():
+    """A trigger that refuses every new wallet entry, as a database down for a moment would."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "CREATE FUNCTION refuse_entry() RETURNS trigger AS $$ BEGIN"
+            " RAISE EXCEPTION 'the database is away'; END $$ LANGUAGE plpgsql"
+        )
+        cursor.execute(
+            "CREATE TRIGGER refuse_entry BEFORE INSERT ON credits_walletentry FOR EACH ROW"
+            " EXECUTE FUNCTION refuse_entry()"
+        )
+
+
+def _accepting_wallet_entries():
+    with connection.cursor() as cursor:
+        cursor.execute("DROP TRIGGER refuse_entry ON credits_walletentry")
+        cursor.execute("DROP FUNCTION refuse_entry()")
+
+
+def test_the_sweep_adds_and_takes_back_what_a_failed_receiver_did_not(stripe_env, packages):
+    from credits.services import credits_sweep
+
+    user = UserFactory()
+    _refusing_wallet_entries()
+    try:
+        purchase = _buy(stripe_env, user, packages[1])  # charged; its credits could not be added
+    finally:
+        _accepting_wallet_entries()
+    assert _balance(user) == 0
+    assert credits_sweep() == {"added": 1, "taken_back": 0}
+    assert _balance(user) == 500
+    assert credits_sweep() == {"added": 0, "taken_back": 0}
+
+    _refusing_wallet_entries()
+    try:
+        refund_url = f"/api/credits/purchases/{purchase.pk}/payment/refund/"
+        assert _client(user).post(refund_url, {"amount": "9.00"}, format="json").status_code == 201
+    finally:
+        _accepting_wallet_entries()
+    assert _balance(user) == 500  # the take-back was refused with the entry
+    assert credits_sweep() == {"added": 0, "taken_back": 1}
+    assert _balance(user) == 400  # 9.00 of 45.00: a fifth of 500
+    assert credits_sweep() == {"added": 0, "taken_back": 0}
