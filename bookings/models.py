@@ -9,6 +9,8 @@ from django.db import models
 from django.db.models import Q, Sum
 from django.utils import timezone
 
+from config.outbox import OutboxEmail
+
 REFERENCE_ALPHABET = "ABCDEFGHJKLMNPQRSTUVWXYZ23456789"
 
 
@@ -99,24 +101,10 @@ class Booking(models.Model):
         return f"{self.quantity} × {self.event.title} (booking {self.reference})"
 
 
-class EmailLog(models.Model):
+class EmailLog(OutboxEmail):
     """One email about a booking, sent at most once per kind (the unique constraint is the guard)."""
 
-    class Status(models.TextChoices):
-        PENDING = "pending", "Pending"
-        SENDING = "sending", "Sending"
-        SENT = "sent", "Sent"
-        FAILED = "failed", "Failed"
-
     booking = models.ForeignKey(Booking, on_delete=models.CASCADE, related_name="emails")
-    kind = models.CharField(max_length=64, help_text="What the email is about, e.g. confirmed or refund:12.")
-    recipient = models.EmailField()
-    status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING, db_index=True)
-    attempts = models.PositiveIntegerField(default=0)
-    last_error = models.TextField(blank=True)
-    created_at = models.DateTimeField(auto_now_add=True)
-    updated_at = models.DateTimeField(auto_now=True)
-    sent_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         constraints = [

@@ -1,0 +1,178 @@
+"""Emails sent once each through Celery, from a log row written in the same transaction as the
+change that needs them (an outbox): the machinery both products of the site use.
+
+Sending is in two steps: the log row is claimed (`sending`) and committed, the message is sent,
+then the row is marked `sent`. A task delivered twice finds the claim and sends nothing. A send
+that fails with an SMTP or network error is known not to have gone out, so the row goes back to
+`pending` and the task retries it. A claim whose worker died (killed between the claim and the
+SMTP server's answer) expires after `claim_expires_after`, longer than any send may take, and the
+sweep sends it again: an email is never lost. Should the worker have died after the server took
+the message, the second copy carries the same Message-ID, which mail systems fold.
+"""
+
+from __future__ import annotations
+
+import logging
+import smtplib
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from django.core.mail import EmailMultiAlternatives
+from django.db import models, transaction
+from django.db.models import Q
+from django.template.loader import render_to_string
+from django.utils import timezone
+
+from payments.queue import enqueue
+
+logger = logging.getLogger(__name__)
+
+# Failures that mean "the message did not go out": safe to try again.
+TRANSIENT_ERRORS = (smtplib.SMTPException, OSError)
+
+
+class EmailNotSent(Exception):
+    """The SMTP server could not be reached or refused the message; retrying may help."""
+
+
+@dataclass(frozen=True)
+class Email:
+    recipient: str
+    subject: str
+    template: str  # the name of a .txt and an .html template, without the extension
+    context: dict
+
+
+class OutboxEmail(models.Model):
+    """One email about one object, sent at most once per kind (a concrete log adds the foreign
+    key to the object and a unique constraint on it and `kind`)."""
+
+    class Status(models.TextChoices):
+        PENDING = "pending", "Pending"
+        SENDING = "sending", "Sending"
+        SENT = "sent", "Sent"
+        FAILED = "failed", "Failed"
+
+    kind = models.CharField(max_length=64, help_text="What the email is about, e.g. confirmed or refund:12.")
+    recipient = models.EmailField()
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING, db_index=True)
+    attempts = models.PositiveIntegerField(default=0)
+    last_error = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+    sent_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        abstract = True
+
+
+@dataclass(frozen=True)
+class Outbox:
+    """The emails of one kind of object: its log model, how to load the object and compose each
+    kind of email, and the Celery task (object id, kind) that calls `send`."""
+
+    log: type[OutboxEmail]
+    owner: str  # the log's foreign key to the object, e.g. "booking"
+    task: str  # the sending task's name
+    load: Callable[[Any], Any]  # the object by primary key, with what compose reads
+    compose: Callable[[Any, str], Email]
+    recipient_of: Callable[[Any, str], str]
+    message_id: Callable[[Any, str], str]  # (object id, kind) -> a stable Message-ID
+    claim_expires_after: Callable[[], timedelta] = lambda: timedelta(minutes=5)
+    max_attempts: Callable[[], int] = lambda: 5
+
+    def _rows(self, owner_id: Any, kind: str) -> models.QuerySet:
+        return self.log.objects.filter(**{f"{self.owner}_id": owner_id, "kind": kind})
+
+    def _extra(self, owner_id: Any, kind: str, **fields: Any) -> dict[str, Any]:
+        return {f"{self.owner}_id": owner_id, "kind": kind, **fields}
+
+    def queue(self, obj: Any, kind: str) -> None:
+        """Record that the object's email of `kind` must go out (a pending row, in the caller's
+        transaction) and enqueue its sending once that commits. The row is what counts: should the
+        enqueue be lost (Redis down, a crash), the sweep sends what is still pending."""
+        recipient = self.recipient_of(obj, kind)
+        status = OutboxEmail.Status.PENDING if recipient else OutboxEmail.Status.FAILED
+        log, _created = self.log.objects.get_or_create(
+            **{self.owner: obj, "kind": kind}, defaults={"recipient": recipient or "", "status": status}
+        )
+        if log.status == OutboxEmail.Status.PENDING:
+            enqueue(self.task, obj.pk, kind)
+
+    def sweep(self, *, older_than: timedelta) -> int:
+        """Enqueue again the emails still pending after `older_than` (their task was lost) and those
+        whose claim expired (their worker died while sending); returns how many. A task delivered
+        twice sends once: a row is claimed before its email goes out."""
+        now = timezone.now()
+        lost = Q(status=OutboxEmail.Status.PENDING, updated_at__lt=now - older_than)
+        abandoned = Q(status=OutboxEmail.Status.SENDING, updated_at__lt=now - self.claim_expires_after())
+        stale = self.log.objects.filter(lost | abandoned, attempts__lt=self.max_attempts()).values_list(
+            f"{self.owner}_id", "kind"
+        )[:500]
+        for owner_id, kind in stale:
+            enqueue(self.task, owner_id, kind)
+        return len(stale)
+
+    def _claim(self, owner_id: Any, kind: str, recipient: str) -> OutboxEmail | None:
+        """Mark the log row `sending` (creating it), or None when it was sent or is being sent (a
+        claim younger than claim_expires_after)."""
+        with transaction.atomic():
+            log, _ = self.log.objects.get_or_create(
+                **{f"{self.owner}_id": owner_id, "kind": kind}, defaults={"recipient": recipient}
+            )
+            log = self.log.objects.select_for_update().get(pk=log.pk)
+            expired = log.updated_at < timezone.now() - self.claim_expires_after()
+            if log.status == OutboxEmail.Status.SENT or (
+                log.status == OutboxEmail.Status.SENDING and not expired
+            ):
+                return None
+            log.status = OutboxEmail.Status.SENDING
+            log.attempts += 1
+            log.recipient = recipient
+            log.save()
+            return log
+
+    def send(self, owner_id: Any, kind: str) -> OutboxEmail:
+        """Send the object's email of `kind` once; raises EmailNotSent when a retry may help."""
+        email = self.compose(self.load(owner_id), kind)
+        if not email.recipient:
+            logger.warning("no address for email", extra=self._extra(owner_id, kind))
+            log, _ = self.log.objects.get_or_create(
+                **{f"{self.owner}_id": owner_id, "kind": kind}, defaults={"status": OutboxEmail.Status.FAILED}
+            )
+            return log
+        log = self._claim(owner_id, kind, email.recipient)
+        if log is None:
+            return self._rows(owner_id, kind).get()
+        message = EmailMultiAlternatives(
+            subject=email.subject,
+            body=render_to_string(f"{email.template}.txt", email.context),
+            to=[email.recipient],
+            # A stable Message-ID lets mail systems fold a duplicate, should one ever get out.
+            headers={"Message-ID": self.message_id(owner_id, kind)},
+        )
+        message.attach_alternative(render_to_string(f"{email.template}.html", email.context), "text/html")
+        try:
+            message.send()
+        except TRANSIENT_ERRORS as exc:
+            self.log.objects.filter(pk=log.pk).update(
+                status=OutboxEmail.Status.PENDING,
+                last_error=f"{type(exc).__name__}: {exc}"[:2000],
+                updated_at=timezone.now(),
+            )
+            logger.warning("email not sent", extra=self._extra(owner_id, kind, attempts=log.attempts))
+            raise EmailNotSent(f"{type(exc).__name__}: {exc}") from exc
+        self.log.objects.filter(pk=log.pk).update(
+            status=OutboxEmail.Status.SENT, sent_at=timezone.now(), last_error="", updated_at=timezone.now()
+        )
+        logger.info("email sent", extra=self._extra(owner_id, kind))
+        return self.log.objects.get(pk=log.pk)
+
+    def give_up(self, owner_id: Any, kind: str, *, error: str) -> None:
+        """After the last attempt: keep the row as failed for staff to see."""
+        self._rows(owner_id, kind).update(
+            status=OutboxEmail.Status.FAILED, last_error=error[:2000], updated_at=timezone.now()
+        )
+        logger.error("email failed for good", extra=self._extra(owner_id, kind))
