@@ -12,7 +12,7 @@ from django.urls import path, reverse
 
 from credits import services
 from credits.exceptions import CreditsError
-from credits.models import CreditPackage, CreditPurchase, Wallet, WalletEntry
+from credits.models import CreditEmail, CreditPackage, CreditPurchase, Wallet, WalletEntry
 from payments import money
 
 ADJUST_PERMISSION = "credits.adjust_wallet"
@@ -144,3 +144,10 @@ class WalletEntryAdmin(ReadOnlyAdmin):
     list_filter = ["kind"]
     search_fields = ["wallet__user__username", "wallet__user__email", "reference"]
     list_select_related = ["wallet__user"]
+
+
+@admin.register(CreditEmail)
+class CreditEmailAdmin(ReadOnlyAdmin):
+    list_display = ["purchase", "kind", "recipient", "status", "attempts", "sent_at", "updated_at"]
+    list_filter = ["status", "kind"]
+    search_fields = ["recipient"]

@@ -6,6 +6,8 @@ from django.conf import settings
 from django.db import models
 from django.db.models import Q
 
+from config.outbox import OutboxEmail
+
 
 class CreditPackage(models.Model):
     """What is on sale: so many credits for a price (minor units)."""
@@ -130,3 +132,17 @@ class WalletEntry(models.Model):
 
     def __str__(self) -> str:
         return f"{self.get_kind_display()} {self.amount:+d}"
+
+
+class CreditEmail(OutboxEmail):
+    """One email about a purchase, sent at most once per kind (purchased, refund:<refund id>)."""
+
+    purchase = models.ForeignKey(CreditPurchase, on_delete=models.CASCADE, related_name="emails")
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["purchase", "kind"], name="email_once_per_purchase_kind")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.kind} email for purchase {self.purchase_id} ({self.status})"

@@ -14,6 +14,7 @@ from django.db import transaction
 from django.db.models import Exists, F, OuterRef, Sum
 from django.utils import timezone
 
+from credits import emails
 from credits.exceptions import CreditsError, InsufficientCredits
 from credits.models import CreditPackage, CreditPurchase, Wallet, WalletEntry
 from payments import money, policy
@@ -133,7 +134,9 @@ def credits_add_for_payment(*, purchase_id: int) -> WalletEntry | None:
         purchase.status = CreditPurchase.Status.PAID
         purchase.paid_at = timezone.now()
         purchase.save(update_fields=["status", "paid_at"])
-    return _write(wallet, WalletEntry.Kind.PURCHASE, purchase.credits, purchase=purchase)
+    entry = _write(wallet, WalletEntry.Kind.PURCHASE, purchase.credits, purchase=purchase)
+    emails.OUTBOX.queue(purchase, "purchased")  # with the entry: a lost enqueue is swept
+    return entry
 
 
 def credits_for_refunded(purchase: CreditPurchase, refunded: int) -> int:
@@ -182,6 +185,8 @@ def credits_remove_for_refund(
     refunds = WalletEntry.objects.filter(kind=WalletEntry.Kind.REFUND)
     if refund_id is not None and refunds.filter(refund_id=refund_id).exists():
         return None
+    if refund_id is not None:
+        emails.OUTBOX.queue(purchase, f"refund:{refund_id}")
     payment = Payment.objects.get(pk=payment_id)
     refunded = payment.refunded_amount()
     needed = credits_for_refunded(purchase, refunded) - _taken_back(purchase)

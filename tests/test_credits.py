@@ -338,3 +338,24 @@ def test_the_sweep_adds_and_takes_back_what_a_failed_receiver_did_not(stripe_env
     assert credits_sweep() == {"added": 0, "taken_back": 1}
     assert _balance(user) == 400  # 9.00 of 45.00: a fifth of 500
     assert credits_sweep() == {"added": 0, "taken_back": 0}
+
+
+def test_emails_on_purchase_and_refund_go_out_once(stripe_env, packages, mailoutbox):
+    from credits.models import CreditEmail
+    from credits.tasks import send_credit_email
+
+    user = UserFactory(email="buyer@example.com")
+    purchase = _buy(stripe_env, user, packages[1])
+    assert list(CreditEmail.objects.values_list("kind", "status")) == [("purchased", "pending")]
+    for _ in range(2):  # as the worker runs it, and a duplicate delivery sends nothing
+        send_credit_email.apply(args=(purchase.pk, "purchased"))
+    assert [m.subject for m in mailoutbox] == ["500 credits are in your wallet"]
+    assert "Your balance is now 500 credits" in mailoutbox[0].body
+
+    refund_url = f"/api/credits/purchases/{purchase.pk}/payment/refund/"
+    refund_id = _client(user).post(refund_url, {"amount": "9.00"}, format="json").json()["refund"]["id"]
+    send_credit_email.apply(args=(purchase.pk, f"refund:{refund_id}"))
+    refunded = mailoutbox[1]
+    assert refunded.subject == "Refund for Standard" and refunded.to == ["buyer@example.com"]
+    assert "We have refunded 9.00 USD" in refunded.body and "100 credits were taken back" in refunded.body
+    assert set(CreditEmail.objects.values_list("status", flat=True)) == {"sent"}
