@@ -84,7 +84,7 @@ class Outbox:
     max_attempts: Callable[[], int] = lambda: 5
 
     def _rows(self, owner_id: Any, kind: str) -> models.QuerySet:
-        return self.log.objects.filter(**{f"{self.owner}_id": owner_id, "kind": kind})
+        return self.log._default_manager.filter(**{f"{self.owner}_id": owner_id, "kind": kind})
 
     def _extra(self, owner_id: Any, kind: str, **fields: Any) -> dict[str, Any]:
         return {f"{self.owner}_id": owner_id, "kind": kind, **fields}
@@ -95,7 +95,7 @@ class Outbox:
         enqueue be lost (Redis down, a crash), the sweep sends what is still pending."""
         recipient = self.recipient_of(obj, kind)
         status = OutboxEmail.Status.PENDING if recipient else OutboxEmail.Status.FAILED
-        log, _created = self.log.objects.get_or_create(
+        log, _created = self.log._default_manager.get_or_create(
             **{self.owner: obj, "kind": kind}, defaults={"recipient": recipient or "", "status": status}
         )
         if log.status == OutboxEmail.Status.PENDING:
@@ -108,9 +108,9 @@ class Outbox:
         now = timezone.now()
         lost = Q(status=OutboxEmail.Status.PENDING, updated_at__lt=now - older_than)
         abandoned = Q(status=OutboxEmail.Status.SENDING, updated_at__lt=now - self.claim_expires_after())
-        stale = self.log.objects.filter(lost | abandoned, attempts__lt=self.max_attempts()).values_list(
-            f"{self.owner}_id", "kind"
-        )[:500]
+        stale = self.log._default_manager.filter(
+            lost | abandoned, attempts__lt=self.max_attempts()
+        ).values_list(f"{self.owner}_id", "kind")[:500]
         for owner_id, kind in stale:
             enqueue(self.task, owner_id, kind)
         return len(stale)
@@ -119,10 +119,10 @@ class Outbox:
         """Mark the log row `sending` (creating it), or None when it was sent or is being sent (a
         claim younger than claim_expires_after)."""
         with transaction.atomic():
-            log, _ = self.log.objects.get_or_create(
+            log, _ = self.log._default_manager.get_or_create(
                 **{f"{self.owner}_id": owner_id, "kind": kind}, defaults={"recipient": recipient}
             )
-            log = self.log.objects.select_for_update().get(pk=log.pk)
+            log = self.log._default_manager.select_for_update().get(pk=log.pk)
             expired = log.updated_at < timezone.now() - self.claim_expires_after()
             if log.status == OutboxEmail.Status.SENT or (
                 log.status == OutboxEmail.Status.SENDING and not expired
@@ -139,10 +139,10 @@ class Outbox:
         email = self.compose(self.load(owner_id), kind)
         if not email.recipient:
             logger.warning("no address for email", extra=self._extra(owner_id, kind))
-            log, _ = self.log.objects.get_or_create(
+            unsent, _ = self.log._default_manager.get_or_create(
                 **{f"{self.owner}_id": owner_id, "kind": kind}, defaults={"status": OutboxEmail.Status.FAILED}
             )
-            return log
+            return unsent
         log = self._claim(owner_id, kind, email.recipient)
         if log is None:
             return self._rows(owner_id, kind).get()
@@ -157,18 +157,18 @@ class Outbox:
         try:
             message.send()
         except TRANSIENT_ERRORS as exc:
-            self.log.objects.filter(pk=log.pk).update(
+            self.log._default_manager.filter(pk=log.pk).update(
                 status=OutboxEmail.Status.PENDING,
                 last_error=f"{type(exc).__name__}: {exc}"[:2000],
                 updated_at=timezone.now(),
             )
             logger.warning("email not sent", extra=self._extra(owner_id, kind, attempts=log.attempts))
             raise EmailNotSent(f"{type(exc).__name__}: {exc}") from exc
-        self.log.objects.filter(pk=log.pk).update(
+        self.log._default_manager.filter(pk=log.pk).update(
             status=OutboxEmail.Status.SENT, sent_at=timezone.now(), last_error="", updated_at=timezone.now()
         )
         logger.info("email sent", extra=self._extra(owner_id, kind))
-        return self.log.objects.get(pk=log.pk)
+        return self.log._default_manager.get(pk=log.pk)
 
     def give_up(self, owner_id: Any, kind: str, *, error: str) -> None:
         """After the last attempt: keep the row as failed for staff to see."""

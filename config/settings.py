@@ -272,6 +272,7 @@ CELERY_BEAT_SCHEDULE = {
     "sweep-pending-emails": {"task": "bookings.tasks.sweep_pending_emails", "schedule": 60.0},
     "sweep-credits": {"task": "credits.tasks.sweep_credits", "schedule": 60.0},
     "reconcile-payments": {"task": "payments.tasks.reconcile_payments", "schedule": 3600.0},
+    "prune-payment-data": {"task": "payments.tasks.prune_payment_data", "schedule": 86400.0},
 }
 
 CACHE_URL = env("CACHE_URL", default=REDIS_URL)

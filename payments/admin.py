@@ -23,7 +23,7 @@ from django.utils.text import smart_split, unescape_string_literal
 
 from payments import money, services
 from payments.conf import payments_settings
-from payments.exceptions import PaymentError
+from payments.exceptions import EventPruned, PaymentError
 from payments.models import Customer, Dispute, Payment, ReconcileState, Refund, WebhookEvent
 from payments.policy import REFUND_PERMISSION
 from payments.states import REFUNDABLE_STATUSES
@@ -440,7 +440,11 @@ class WebhookEventAdmin(ReadOnlyAdmin):
 
     @admin.action(description="Replay selected events", permissions=["replay"])
     def replay(self, request: HttpRequest, queryset: QuerySet[WebhookEvent]) -> None:
-        results = webhook_events_replay(events=list(queryset))
+        try:
+            results = webhook_events_replay(events=list(queryset))
+        except EventPruned as error:
+            self.message_user(request, error.message, messages.ERROR)
+            return
         failed = [e.stripe_event_id for e in results if e.status == WebhookEvent.Status.FAILED]
         self.message_user(request, f"{len(results) - len(failed)} event(s) replayed.", messages.SUCCESS)
         if failed:

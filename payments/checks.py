@@ -81,6 +81,15 @@ def check_payments_settings(app_configs: Any = None, **kwargs: Any) -> list:
                 id="payments.E007",
             )
         )
+    for name in ("WEBHOOK_PAYLOAD_RETENTION", "PERSONAL_DATA_RETENTION"):
+        kept = getattr(payments_settings, name)
+        if kept is not None and not (isinstance(kept, timedelta) and kept > timedelta(0)):
+            messages.append(
+                Error(
+                    f"PAYMENTS['{name}'] must be a positive timedelta, or None to keep the data.",
+                    id="payments.E009",
+                )
+            )
     return messages
 
 

@@ -63,6 +63,10 @@ DEFAULTS: dict[str, Any] = {
     "RUN_TASKS_INLINE_WITHOUT_BROKER": False,
     # The site's own address: Checkout return URLs on its host are accepted (besides ALLOWED_HOSTS).
     "SITE_URL": "",
+    # How long a processed webhook event keeps its raw payload (names, emails, addresses), and a
+    # finished payment its card details and error text; None keeps them. prune_payment_data.
+    "WEBHOOK_PAYLOAD_RETENTION": timedelta(days=90),
+    "PERSONAL_DATA_RETENTION": timedelta(days=730),
     # Per-user rates of the endpoints that start payments or refunds, and of status polls.
     "THROTTLE_RATES": {"payments": "30/min", "payment_status": "120/min"},
 }

@@ -104,3 +104,10 @@ class NotFound(PaymentError):
     code = "not_found"
     default_message = "Not found."
     http_status = 404
+
+
+class EventPruned(IllegalTransition):
+    """The stored event's payload was pruned (retention): it can no longer be processed again."""
+
+    code = "event_pruned"
+    default_message = "This event's payload was pruned; it can no longer be replayed."

@@ -120,6 +120,9 @@ class Payment(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True, db_index=True)
     succeeded_at = models.DateTimeField(null=True, blank=True)
+    # When the card details and the error text were removed (retention); ids, amounts, statuses
+    # and times stay for accounting and reconciliation.
+    personal_data_pruned_at = models.DateTimeField(null=True, blank=True)
 
     objects = PaymentQuerySet.as_manager()
 
@@ -263,6 +266,8 @@ class WebhookEvent(models.Model):
     last_error = models.TextField(blank=True)
     received_at = models.DateTimeField(auto_now_add=True, db_index=True)
     processed_at = models.DateTimeField(null=True, blank=True)
+    # When the raw payload was replaced by a stub (retention); the event can no longer be replayed.
+    payload_pruned_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["-received_at", "-id"]

@@ -13,6 +13,7 @@ from payments.exceptions import ProviderError
 from payments.models import Refund, WebhookEvent
 from payments.queue import backoff, enqueue
 from payments.reconcile import payments_reconcile
+from payments.retention import payment_data_prune
 from payments.states import RefundStatus
 from payments.webhooks import webhook_event_process, webhook_events_drain
 
@@ -107,3 +108,10 @@ def reconcile_payments() -> dict:
     if report.unresolved:
         logger.error("reconciliation found discrepancies", extra={"unresolved": len(report.unresolved)})
     return {"fixed": len(report.fixed), "unresolved": len(report.unresolved)}
+
+
+@shared_task(acks_late=True)
+def prune_payment_data() -> dict:
+    """Remove what the retention settings say is too old (scheduled by beat once a day)."""
+    report = payment_data_prune()
+    return {"payloads": report.payloads, "payments": report.payments}

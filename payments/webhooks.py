@@ -21,6 +21,7 @@ from django.utils import timezone
 
 from payments import services
 from payments.conf import payments_settings
+from payments.exceptions import EventPruned
 from payments.gateway import get_gateway
 from payments.gateway.base import EventInfo
 from payments.models import WebhookEvent
@@ -227,8 +228,20 @@ def webhook_event_process(*, event_id: int, force: bool = False) -> WebhookEvent
         row = WebhookEvent.objects.select_for_update().get(pk=event_id)
         if row.status in (WebhookEvent.Status.PROCESSED, WebhookEvent.Status.IGNORED) and not force:
             return row
+        if row.payload_pruned_at is not None:
+            if force:
+                raise _pruned(row)
+            return row  # nothing left to process (a retry that outlived the retention)
         _process_locked(row)
     return row
+
+
+def _pruned(row: WebhookEvent) -> EventPruned:
+    return EventPruned(
+        f"Event {row.stripe_event_id} ({row.type}) cannot be replayed: its payload was pruned on "
+        f"{row.payload_pruned_at:%Y-%m-%d} (WEBHOOK_PAYLOAD_RETENTION). reconcile_payments reads the "
+        "current state of its objects from Stripe."
+    )
 
 
 def webhook_events_drain(*, seconds: float | None = None) -> tuple[list[WebhookEvent], bool]:
@@ -307,7 +320,12 @@ def _process_locked(row: WebhookEvent) -> None:
 
 
 def webhook_events_replay(*, events: Iterable[WebhookEvent]) -> list[WebhookEvent]:
-    """Run stored events through processing again, in the order Stripe created them."""
+    """Run stored events through processing again, in the order Stripe created them; refuses
+    (EventPruned, nothing replayed) when one of them was pruned."""
+    events = list(events)
+    for event in events:
+        if event.payload_pruned_at is not None:
+            raise _pruned(event)
     ordered = sorted(events, key=lambda e: (e.payload.get("created") or 0, e.pk))
     return [webhook_event_process(event_id=e.pk, force=True) for e in ordered]
 

@@ -7,6 +7,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.utils.dateparse import parse_datetime
 
+from payments.exceptions import EventPruned
 from payments.models import WebhookEvent
 from payments.webhooks import webhook_events_replay
 
@@ -54,7 +55,10 @@ class Command(BaseCommand):
                 self.stdout.write(f"{event.stripe_event_id}  {event.type}  {event.status}")
             self.stdout.write(f"{len(selected)} event(s) would be replayed.")
             return
-        results = webhook_events_replay(events=selected)
+        try:
+            results = webhook_events_replay(events=selected)
+        except EventPruned as error:
+            raise CommandError(error.message) from None
         for event in results:
             line = f"{event.stripe_event_id}  {event.type}  {event.status}"
             self.stdout.write(self.style.ERROR(line) if event.status == "failed" else line)
