@@ -24,8 +24,11 @@ from django.db import models, transaction
 from django.db.models import Q
 from django.template.loader import render_to_string
 from django.utils import timezone
+from prometheus_client import Counter
 
 from payments.queue import enqueue
+
+EMAILS = Counter("site_emails_total", "Emails by outcome (sent, retry, failed).", ("outcome",))
 
 logger = logging.getLogger(__name__)
 
@@ -163,11 +166,13 @@ class Outbox:
                 updated_at=timezone.now(),
             )
             logger.warning("email not sent", extra=self._extra(owner_id, kind, attempts=log.attempts))
+            EMAILS.labels(outcome="retry").inc()
             raise EmailNotSent(f"{type(exc).__name__}: {exc}") from exc
         self.log._default_manager.filter(pk=log.pk).update(
             status=OutboxEmail.Status.SENT, sent_at=timezone.now(), last_error="", updated_at=timezone.now()
         )
         logger.info("email sent", extra=self._extra(owner_id, kind))
+        EMAILS.labels(outcome="sent").inc()
         return self.log._default_manager.get(pk=log.pk)
 
     def give_up(self, owner_id: Any, kind: str, *, error: str) -> None:
@@ -176,3 +181,4 @@ class Outbox:
             status=OutboxEmail.Status.FAILED, last_error=error[:2000], updated_at=timezone.now()
         )
         logger.error("email failed for good", extra=self._extra(owner_id, kind))
+        EMAILS.labels(outcome="failed").inc()

@@ -8,6 +8,7 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, Spec
 from rest_framework_simplejwt.views import TokenBlacklistView
 
 from config.health import HealthView
+from config.metrics import metrics_view
 from config.security import (
     LoginAccountThrottle,
     LoginAddressThrottle,
@@ -42,6 +43,7 @@ urlpatterns = [
     path("api/docs/", DOCS_POLICY(SpectacularSwaggerSplitView.as_view(url_name="schema")), name="api-docs"),
     path("api/redoc/", DOCS_POLICY(SpectacularRedocView.as_view(url_name="schema")), name="api-redoc"),
     path("health/", HealthView.as_view(), name="health"),
+    path("metrics", metrics_view, name="metrics"),
     path("credits/", include("credits.urls")),
     path("", include("bookings.urls")),
 ]

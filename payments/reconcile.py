@@ -24,7 +24,7 @@ from django.db import models, transaction
 from django.db.models import Exists, OuterRef
 from django.utils import timezone
 
-from payments import services
+from payments import metrics, services
 from payments.exceptions import ProviderError
 from payments.gateway import get_gateway
 from payments.gateway.base import IntentInfo, Page
@@ -152,6 +152,10 @@ class _Run:
 
     def add(self, finding: Finding) -> None:
         self.report.findings.append(finding)
+        if not self.dry_run:
+            metrics.RECONCILE_FINDINGS.labels(
+                kind=metrics.label(finding.kind), fixed=str(finding.fixed).lower()
+            ).inc()
         log = logger.info if finding.fixed else logger.warning
         log("reconcile finding", extra=asdict(finding))
 

@@ -5,9 +5,10 @@ from __future__ import annotations
 import logging
 
 from celery import Task, shared_task
+from celery.signals import task_retry
 from django.utils import timezone
 
-from payments import services
+from payments import metrics, services
 from payments.conf import payments_settings
 from payments.exceptions import ProviderError
 from payments.models import Refund, WebhookEvent
@@ -115,3 +116,8 @@ def prune_payment_data() -> dict:
     """Remove what the retention settings say is too old (scheduled by beat once a day)."""
     report = payment_data_prune()
     return {"payloads": report.payloads, "payments": report.payments}
+
+
+@task_retry.connect(weak=False, dispatch_uid="payments.count_task_retries")
+def _count_retry(sender: Task | None = None, **kwargs: object) -> None:
+    metrics.TASK_RETRIES.labels(task=metrics.label(getattr(sender, "name", ""))).inc()

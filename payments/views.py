@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import logging
+import time
 
 from django.db import DatabaseError, transaction
 from django.http import HttpRequest, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_POST
 
+from payments import metrics
 from payments.exceptions import WebhookSignatureError
 from payments.webhooks import webhook_health, webhook_receive
 
@@ -26,6 +28,7 @@ def _error(code: str, message: str, status: int) -> JsonResponse:
 @require_POST
 def stripe_webhook(request: HttpRequest) -> JsonResponse:
     """Verify the signature on the raw body, store the event, answer at once."""
+    started = time.monotonic()
     try:
         stored = webhook_receive(payload=request.body, signature=request.headers.get("Stripe-Signature", ""))
     except WebhookSignatureError as exc:
@@ -34,6 +37,7 @@ def stripe_webhook(request: HttpRequest) -> JsonResponse:
         # Nothing was stored: a 503 makes Stripe deliver the event again later.
         logger.exception("webhook could not be stored")
         return _error("unavailable", "Try again later.", 503)
+    metrics.WEBHOOK_ACK_DURATION.observe(time.monotonic() - started)
     return JsonResponse({"received": True, "duplicate": not stored.created})
 
 

@@ -19,7 +19,7 @@ from django.db import DatabaseError, IntegrityError, connection, transaction
 from django.db.models import Count, F, Max, Q
 from django.utils import timezone
 
-from payments import services
+from payments import metrics, services
 from payments.conf import payments_settings
 from payments.exceptions import EventPruned
 from payments.gateway import get_gateway
@@ -219,6 +219,8 @@ def webhook_receive(*, payload: bytes, signature: str) -> StoredEvent:
         "webhook received",
         extra={"stripe_event": event.id, "event_type": event.type, "duplicate": not stored.created},
     )
+    outcome = "received" if stored.created else "duplicate"
+    metrics.WEBHOOK_EVENTS.labels(type=metrics.label(event.type), outcome=outcome).inc()
     return stored
 
 
@@ -317,6 +319,10 @@ def _process_locked(row: WebhookEvent) -> None:
             row.last_error = ""
     row.processed_at = timezone.now()
     row.save(update_fields=["attempts", "status", "last_error", "processed_at"])
+    metrics.inc_on_commit(metrics.WEBHOOK_EVENTS, type=metrics.label(row.type), outcome=row.status)
+    if row.attempts == 1 and row.received_at is not None:
+        lag = (row.processed_at - row.received_at).total_seconds()
+        transaction.on_commit(lambda: metrics.WEBHOOK_LAG.observe(lag), robust=True)
 
 
 def webhook_events_replay(*, events: Iterable[WebhookEvent]) -> list[WebhookEvent]:

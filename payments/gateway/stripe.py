@@ -12,6 +12,7 @@ from typing import Any
 
 import stripe
 
+from payments import metrics
 from payments.conf import payments_settings
 from payments.exceptions import (
     CardError,
@@ -84,7 +85,12 @@ class BackoffHTTPClient(stripe.RequestsClient):
             return False
         remaining = budget_remaining()
         longest_sleep = min(self._initial_delay * (2**num_retries), self._max_delay)
-        return remaining is None or remaining > longest_sleep + self.MIN_CALL_SECONDS
+        retrying = remaining is None or remaining > longest_sleep + self.MIN_CALL_SECONDS
+        if retrying:
+            status = response[1] if response is not None else None
+            cause = "network" if status is None else ("429" if status == 429 else f"{status // 100}xx")
+            metrics.STRIPE_RETRIES.labels(cause=cause).inc()
+        return retrying
 
     def _sleep_time_seconds(self, num_retries: int) -> float:
         delay = min(self._initial_delay * (2 ** (num_retries - 1)), self._max_delay)
@@ -168,6 +174,8 @@ class StripeGateway(PaymentGateway):
             result = fn(*args, **kwargs)
         except stripe.StripeError as exc:
             error = _translate(exc)
+            metrics.STRIPE_REQUESTS.labels(operation=operation, outcome=metrics.label(error.code)).inc()
+            metrics.STRIPE_DURATION.labels(operation=operation).observe(time.monotonic() - started)
             logger.warning(
                 "stripe call failed",
                 extra={
@@ -181,6 +189,8 @@ class StripeGateway(PaymentGateway):
                 },
             )
             raise error from None
+        metrics.STRIPE_REQUESTS.labels(operation=operation, outcome="ok").inc()
+        metrics.STRIPE_DURATION.labels(operation=operation).observe(time.monotonic() - started)
         logger.info(
             "stripe call",
             extra={

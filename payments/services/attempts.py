@@ -13,6 +13,7 @@ from django.db import DatabaseError, connection, transaction
 from django.db.models import Max
 from django.utils import timezone
 
+from payments import metrics
 from payments.exceptions import (
     CardError,
     IllegalTransition,
@@ -78,6 +79,7 @@ def _open_attempt(terms: PaymentTerms, *, save_payment_method: bool = False) -> 
         idempotency_key=f"payment:{uid}",
     )
     logger.info("payment attempt created", extra=_log_extra(payment, attempt=attempt, total=terms.total))
+    metrics.inc_on_commit(metrics.PAYMENTS_STARTED)
     return payment
 
 

@@ -9,7 +9,7 @@ from typing import Any
 
 from django.db import transaction
 
-from payments import money, policy
+from payments import metrics, money, policy
 from payments.exceptions import (
     ProviderError,
     RefundNotAllowed,
@@ -111,6 +111,7 @@ def _fail_refund(refund_id: int, reason: str) -> None:
     refund.status = RefundStatus.FAILED
     refund.failure_reason = reason[:255]
     refund.save()
+    metrics.inc_on_commit(metrics.REFUNDS, outcome=RefundStatus.FAILED)
     logger.warning("refund failed", extra={"refund_id": refund.pk, "payment_id": refund.payment_id})
 
 
@@ -138,6 +139,7 @@ def refund_sync(*, info: RefundInfo, refund_id: int | None = None) -> Refund | N
             stripe_refund_id=info.id,
             idempotency_key=f"refund:stripe:{info.id}",
         )
+        metrics.inc_on_commit(metrics.REFUNDS, outcome=metrics.label(info.status))
         logger.info("refund imported", extra=_log_extra(payment, stripe_refund=info.id, amount=info.amount))
     else:
         refund = Refund.objects.select_for_update().get(pk=refund.pk)
@@ -147,6 +149,8 @@ def refund_sync(*, info: RefundInfo, refund_id: int | None = None) -> Refund | N
         # Stripe is the truth, within the refund's lifecycle (states.REFUND_TRANSITIONS): an older
         # refund.updated arriving after refund.failed changes nothing.
         if refund_can_move(refund.status, info.status, known_to_provider=known):
+            if refund.status != info.status or not known:
+                metrics.inc_on_commit(metrics.REFUNDS, outcome=metrics.label(info.status))
             refund.status = info.status
         refund.failure_reason = info.failure_reason or refund.failure_reason
         refund.save()

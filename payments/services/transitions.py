@@ -9,7 +9,7 @@ from typing import Any
 from django.db import models, transaction
 from django.utils import timezone
 
-from payments import money, signals
+from payments import metrics, money, signals
 from payments.exceptions import (
     RefundNotAllowed,
 )
@@ -61,6 +61,11 @@ def _set_status(payment: Payment, target: str, *, reason: str = "") -> None:
     # A won dispute returns a payment to succeeded: that is not a new success.
     if signal and not (target == PaymentStatus.SUCCEEDED and previous == PaymentStatus.DISPUTED):
         _send_on_commit(signal, payment=payment, reason=reason)
+        if target == PaymentStatus.SUCCEEDED:
+            metrics.inc_on_commit(metrics.PAYMENTS_SUCCEEDED)
+        elif target == PaymentStatus.FAILED:
+            code = payment.last_error_decline_code or payment.last_error_code
+            metrics.inc_on_commit(metrics.PAYMENTS_FAILED, reason=metrics.label(code))
 
 
 def _unwanted_payment_reason(payment: Payment, previous: str) -> str:
