@@ -7,6 +7,7 @@ from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin.models import CHANGE, LogEntry
 from django.core.exceptions import PermissionDenied
+from django.db import transaction
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import path, reverse
 
@@ -73,6 +74,9 @@ class WalletEntryInline(admin.TabularInline):
     max_num = 0
     show_change_link = False
 
+    def get_queryset(self, request):
+        return super().get_queryset(request).select_related("purchase__package", "created_by")
+
 
 class AdjustmentForm(forms.Form):
     amount = forms.IntegerField(help_text="Credits to add (or, negative, to remove).")
@@ -111,20 +115,23 @@ class WalletAdmin(ReadOnlyAdmin):
         form = AdjustmentForm(request.POST or None)
         if request.method == "POST" and form.is_valid():
             try:
-                entry = services.credits_adjust(
-                    user=wallet.user, amount=form.cleaned_data["amount"], reason=form.cleaned_data["reason"],
-                    staff=request.user,
-                )  # fmt: skip
+                with transaction.atomic():  # the entry and its line in the admin log, together
+                    entry = services.credits_adjust(
+                        user=wallet.user,
+                        amount=form.cleaned_data["amount"],
+                        reason=form.cleaned_data["reason"],
+                        staff=request.user,
+                    )
+                    LogEntry.objects.log_actions(
+                        user_id=request.user.pk,
+                        queryset=[wallet],
+                        action_flag=CHANGE,
+                        change_message=f"Adjusted by {entry.amount:+d} credits: {entry.reason}",
+                        single_object=True,
+                    )
             except CreditsError as error:
                 form.add_error("amount", error.message)
             else:
-                LogEntry.objects.log_actions(
-                    user_id=request.user.pk,
-                    queryset=[wallet],
-                    action_flag=CHANGE,
-                    change_message=f"Adjusted by {entry.amount:+d} credits: {entry.reason}",
-                    single_object=True,
-                )
                 messages.success(request, f"{wallet.user}'s balance is now {entry.balance_after} credits.")
                 return redirect(reverse("admin:credits_wallet_change", args=[wallet.pk]))
         context = {
@@ -149,5 +156,6 @@ class WalletEntryAdmin(ReadOnlyAdmin):
 @admin.register(CreditEmail)
 class CreditEmailAdmin(ReadOnlyAdmin):
     list_display = ["purchase", "kind", "recipient", "status", "attempts", "sent_at", "updated_at"]
+    list_select_related = ["purchase__package", "purchase__user"]
     list_filter = ["status", "kind"]
     search_fields = ["recipient"]

@@ -29,6 +29,11 @@ class CreditPackage(models.Model):
     def __str__(self) -> str:
         return self.name
 
+    def clean(self) -> None:
+        from payments import money
+
+        money.validate_amount(self.price or 0, self.currency)  # chargeable in its currency
+
 
 class CreditPurchase(models.Model):
     """One purchase of a package: the payable the payments app charges for. The credits and the
@@ -87,6 +92,11 @@ class WalletEntry(models.Model):
     class Kind(models.TextChoices):
         PURCHASE = "purchase", "Purchase"
         REFUND = "refund", "Refund reversal"
+        REFUND_REVERSED = "refund_reversed", "Refund failed: credits back"
+        # While a refund is asked of Stripe its credits are held (out of reach of a spend), then
+        # released as the refund's own entry takes them.
+        REFUND_HOLD = "refund_hold", "Held for a refund"
+        HOLD_RELEASED = "hold_released", "Hold released"
         SPEND = "spend", "Spend"
         ADJUSTMENT = "adjustment", "Staff adjustment"
 
@@ -118,9 +128,9 @@ class WalletEntry(models.Model):
                 fields=["purchase"], condition=Q(kind="purchase"), name="one_credit_entry_per_purchase"
             ),
             models.UniqueConstraint(
-                fields=["refund_id"],
-                condition=Q(kind="refund", refund_id__isnull=False),
-                name="one_credit_entry_per_refund",
+                fields=["kind", "refund_id"],
+                condition=Q(refund_id__isnull=False),
+                name="one_credit_entry_per_refund_and_kind",
             ),
             models.UniqueConstraint(
                 fields=["wallet", "reference"], condition=~Q(reference=""), name="one_spend_per_reference"

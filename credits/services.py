@@ -8,10 +8,14 @@ so the balance always equals the sum of the entries and never goes below zero.
 from __future__ import annotations
 
 import logging
+import uuid
+from datetime import timedelta
 from typing import Any
 
+from django.contrib.contenttypes.models import ContentType
 from django.db import transaction
-from django.db.models import Exists, F, OuterRef, Sum
+from django.db.models import CharField, Exists, OuterRef
+from django.db.models.functions import Cast
 from django.utils import timezone
 
 from credits import emails
@@ -20,9 +24,9 @@ from credits.models import CreditPackage, CreditPurchase, Wallet, WalletEntry
 from payments import money, policy
 from payments import selectors as payment_selectors
 from payments import services as payment_services
-from payments.models import Payment
+from payments.models import Payment, Refund
 from payments.services import PaymentResult, PaymentTerms
-from payments.states import PAID_STATUSES, PaymentStatus
+from payments.states import REFUND_FINAL, REFUND_HOLDS_MONEY
 
 logger = logging.getLogger(__name__)
 
@@ -123,13 +127,12 @@ def wallet_of(user: Any) -> Wallet:
     return Wallet.objects.filter(user=user).first() or Wallet(user=user, balance=0)
 
 
-@transaction.atomic
-def credits_add_for_payment(*, purchase_id: int) -> WalletEntry | None:
-    """The purchase is paid: add its credits, once (None when they were added already)."""
-    purchase = CreditPurchase.objects.select_for_update().get(pk=purchase_id)
-    wallet = _lock_wallet(purchase.user_id)
-    if WalletEntry.objects.filter(kind=WalletEntry.Kind.PURCHASE, purchase=purchase).exists():
-        return None
+def _sale(purchase: CreditPurchase) -> Payment | None:
+    """The payment that bought the purchase (never one refunded as unwanted: a duplicate, a late one)."""
+    return payment_selectors.payments_of(purchase).sales().order_by("pk").first()
+
+
+def _credit_purchase(purchase: CreditPurchase, wallet: Wallet) -> WalletEntry:
     if purchase.status == CreditPurchase.Status.PENDING:
         purchase.status = CreditPurchase.Status.PAID
         purchase.paid_at = timezone.now()
@@ -145,70 +148,142 @@ def credits_for_refunded(purchase: CreditPurchase, refunded: int) -> int:
     return -(-purchase.credits * min(refunded, purchase.price) // purchase.price)
 
 
-def _taken_back(purchase: CreditPurchase) -> int:
-    """Credits already taken back (or written off as a shortfall) for the purchase's refunds."""
-    total = (
-        WalletEntry.objects.filter(purchase=purchase, kind=WalletEntry.Kind.REFUND)
-        .annotate(accounted=-F("amount") + F("shortfall"))
-        .aggregate(n=Sum("accounted"))["n"]
-    )
-    return total or 0
+def _refunds_of(sale: Payment) -> list[Refund]:
+    return list(Refund.objects.filter(payment=sale).order_by("pk"))
 
 
-def refund_check(*, purchase: CreditPurchase, payment: Payment, user: Any, amount: int | None) -> None:
-    """Before a refund the owner asks for: refuse it (409 credits_spent) when the credits it takes
-    back are no longer in the wallet. Staff who may refund force it: the wallet then goes down
-    to zero and the rest is recorded as a shortfall."""
-    if policy.is_refund_staff(user):
-        return
-    allowed, limit = policy.refund_allowed(user=user, payment=payment, starts_at=None)
-    amount = limit if amount is None else amount
-    if not allowed or amount <= 0 or amount > limit:
-        return  # the payments app refuses it with its own words
-    needed = credits_for_refunded(purchase, payment.refunded_amount() + amount) - _taken_back(purchase)
-    if needed > wallet_of(purchase.user).balance:
-        raise CreditsError(
-            f"{needed} credits would be taken back, but only {wallet_of(purchase.user).balance} are left: "
-            "credits already spent cannot be refunded.",
-            code="credits_spent",
-        )
+def _held(refunds: list[Refund]) -> int:
+    return sum(r.amount for r in refunds if r.status in REFUND_HOLDS_MONEY)
 
 
 @transaction.atomic
-def credits_remove_for_refund(
-    *, purchase_id: int, payment_id: int, refund_id: int | None
-) -> WalletEntry | None:
-    """Money went back for the purchase: take back its credits pro rata to all that is refunded,
-    once per refund (None when there is nothing left to take back)."""
+def credits_settle(*, purchase_id: int) -> list[WalletEntry]:
+    """Bring the purchase's credits in line with its payment and refunds, once each (what the
+    payment signals and the sweep call; nothing to do is the common case):
+
+    - paid, and not credited yet: its credits are added (before any refund is applied);
+    - each refund that holds money (pending or succeeded) takes back its share, once: the
+      credits for all refunded up to it minus those for all refunded before it, rounded up;
+      what was spent meanwhile is recorded as the entry's shortfall;
+    - a refund that failed after it took credits gives them back, once.
+    """
     purchase = CreditPurchase.objects.select_for_update().get(pk=purchase_id)
     wallet = _lock_wallet(purchase.user_id)
-    refunds = WalletEntry.objects.filter(kind=WalletEntry.Kind.REFUND)
-    if refund_id is not None and refunds.filter(refund_id=refund_id).exists():
-        return None
-    if refund_id is not None:
-        emails.OUTBOX.queue(purchase, f"refund:{refund_id}")
-    payment = Payment.objects.get(pk=payment_id)
-    refunded = payment.refunded_amount()
-    needed = credits_for_refunded(purchase, refunded) - _taken_back(purchase)
-    if needed <= 0:
-        return None
-    removed = min(needed, wallet.balance)
-    if removed < needed:
-        logger.warning(
-            "refunded credits were spent: shortfall recorded",
-            extra={"purchase_id": purchase.pk, "shortfall": needed - removed},
-        )
-    if refunded >= purchase.price and purchase.status != CreditPurchase.Status.REFUNDED:
-        purchase.status = CreditPurchase.Status.REFUNDED
+    sale = _sale(purchase)
+    if sale is None:
+        return []
+    written: list[WalletEntry] = []
+    entries = WalletEntry.objects.filter(purchase=purchase)
+    if not entries.filter(kind=WalletEntry.Kind.PURCHASE).exists():
+        written.append(_credit_purchase(purchase, wallet))
+    done = {(e.kind, e.refund_id): e for e in entries.filter(refund_id__isnull=False)}
+    holds = _open_holds(purchase)
+    refunds = _refunds_of(sale)
+    refunded = 0
+    for refund in refunds:
+        if refund.status in REFUND_HOLDS_MONEY:
+            before, refunded = refunded, refunded + refund.amount
+            if (WalletEntry.Kind.REFUND, refund.pk) in done:
+                continue
+            share = credits_for_refunded(purchase, refunded) - credits_for_refunded(purchase, before)
+            if holds:  # the credits held while this refund was asked of Stripe
+                written.append(_release(wallet, holds.pop(0)))
+            taken = min(share, wallet.balance)
+            if taken < share:
+                logger.warning(
+                    "refunded credits were spent: shortfall recorded",
+                    extra={"purchase_id": purchase.pk, "refund_id": refund.pk, "shortfall": share - taken},
+                )
+            written.append(
+                _write(
+                    wallet,
+                    WalletEntry.Kind.REFUND,
+                    -taken,
+                    purchase=purchase,
+                    refund_id=refund.pk,
+                    shortfall=share - taken,
+                )
+            )
+            emails.OUTBOX.queue(purchase, f"refund:{refund.pk}")
+        elif refund.status in REFUND_FINAL:
+            took = done.get((WalletEntry.Kind.REFUND, refund.pk))
+            if took is not None and (WalletEntry.Kind.REFUND_REVERSED, refund.pk) not in done and took.amount:
+                written.append(
+                    _write(
+                        wallet,
+                        WalletEntry.Kind.REFUND_REVERSED,
+                        -took.amount,
+                        purchase=purchase,
+                        refund_id=refund.pk,
+                    )
+                )
+    status = CreditPurchase.Status.REFUNDED if refunded >= purchase.price else CreditPurchase.Status.PAID
+    if purchase.status != status:
+        purchase.status = status
         purchase.save(update_fields=["status"])
+    return written
+
+
+def _open_holds(purchase: CreditPurchase) -> list[WalletEntry]:
+    entries = WalletEntry.objects.filter(purchase=purchase)
+    released = {
+        int(ref.removeprefix("release:"))
+        for ref in entries.filter(kind=WalletEntry.Kind.HOLD_RELEASED).values_list("reference", flat=True)
+    }
+    holds = entries.filter(kind=WalletEntry.Kind.REFUND_HOLD).order_by("pk")
+    return [hold for hold in holds if hold.pk not in released]
+
+
+def _release(wallet: Wallet, hold: WalletEntry) -> WalletEntry:
     return _write(
         wallet,
-        WalletEntry.Kind.REFUND,
-        -removed,
-        purchase=purchase,
-        refund_id=refund_id,
-        shortfall=needed - removed,
+        WalletEntry.Kind.HOLD_RELEASED,
+        -hold.amount,
+        purchase=hold.purchase,
+        reference=f"release:{hold.pk}",
     )
+
+
+@transaction.atomic
+def refund_hold(
+    *, purchase: CreditPurchase, payment: Payment, user: Any, amount: int | None, force: bool = False
+) -> WalletEntry | None:
+    """Before a refund is asked of Stripe: hold the credits it takes back (no spend can use them
+    while Stripe answers), or refuse it (409 credits_spent) when they are no longer in the wallet.
+    Staff who may refund can force it (`force`, nothing held): the wallet then goes to zero and
+    the rest is recorded as a shortfall. The refund's own entry releases the hold
+    (`credits_settle`); `hold_release` gives it back when the refund is not made."""
+    CreditPurchase.objects.select_for_update().get(pk=purchase.pk)
+    wallet = _lock_wallet(purchase.user_id)
+    allowed, limit = policy.refund_allowed(user=user, payment=payment, starts_at=None)
+    amount = limit if amount is None else amount
+    if not allowed or amount <= 0 or amount > limit:
+        return None  # the payments app refuses it with its own words
+    if force and policy.is_refund_staff(user):
+        return None
+    held = _held(_refunds_of(payment))
+    needed = credits_for_refunded(purchase, held + amount) - credits_for_refunded(purchase, held)
+    if needed > wallet.balance:
+        raise CreditsError(
+            f"{needed} credits would be taken back, but only {wallet.balance} are left: credits already "
+            "spent cannot be refunded" + (" (staff may force it)." if policy.is_refund_staff(user) else "."),
+            code="credits_spent",
+        )
+    if needed == 0:
+        return None
+    return _write(
+        wallet, WalletEntry.Kind.REFUND_HOLD, -needed, purchase=purchase, reference=f"hold:{uuid.uuid4()}"
+    )
+
+
+@transaction.atomic
+def hold_release(*, hold_id: int) -> WalletEntry | None:
+    """Give a refund hold back (once): its refund was not made, or its own entry took the credits."""
+    hold = WalletEntry.objects.select_related("purchase").get(pk=hold_id, kind=WalletEntry.Kind.REFUND_HOLD)
+    wallet = _lock_wallet(hold.wallet.user_id)
+    if WalletEntry.objects.filter(wallet=wallet, reference=f"release:{hold.pk}").exists():
+        return None
+    return _release(wallet, hold)
 
 
 @transaction.atomic
@@ -236,29 +311,44 @@ def credits_adjust(*, user: Any, amount: int, reason: str, staff: Any) -> Wallet
     return _write(wallet, WalletEntry.Kind.ADJUSTMENT, amount, reason=reason[:255], created_by=staff)
 
 
-def credits_sweep(*, limit: int = 500) -> dict[str, int]:
-    """What the payment signals should have done, done now: credits for paid purchases that have
-    none (their receiver failed: the database was down for a moment), and credits taken back
-    for refunds that were not. Both are idempotent; run by beat every minute."""
+# A refund hold outlives its request only if the request died: then the sweep releases it.
+HOLD_EXPIRES_AFTER = timedelta(minutes=10)
+
+
+def credits_sweep(*, limit: int = 500, recent: timedelta = timedelta(days=2)) -> dict[str, int]:
+    """What the payment signals should have done, done now (their receiver failed: the database
+    was away for a moment): credits for paid purchases that have none, and the credits of refunds
+    changed lately. Run by beat every minute; `credits_settle` is idempotent."""
     outcome = {"added": 0, "taken_back": 0}
+    purchase_type = ContentType.objects.get_for_model(CreditPurchase)
+    sold = Payment.objects.filter(
+        content_type=purchase_type, object_id=Cast(OuterRef("pk"), CharField())
+    ).sales()
     credited = WalletEntry.objects.filter(purchase=OuterRef("pk"), kind=WalletEntry.Kind.PURCHASE)
-    purchases = CreditPurchase.objects.annotate(
-        payment_status=payment_selectors.latest_payment_status(CreditPurchase), credited=Exists(credited)
+    unpaid = CreditPurchase.objects.filter(Exists(sold), ~Exists(credited)).values_list("pk", flat=True)
+    refunded = (
+        Refund.objects.filter(payment__content_type=purchase_type, updated_at__gte=timezone.now() - recent)
+        .values_list("payment__object_id", flat=True)
+        .distinct()
     )
-    for purchase_id in purchases.filter(payment_status__in=PAID_STATUSES, credited=False).values_list(
-        "pk", flat=True
-    )[:limit]:
-        if credits_add_for_payment(purchase_id=purchase_id) is not None:
-            outcome["added"] += 1
-    refunded = (PaymentStatus.PARTIALLY_REFUNDED, PaymentStatus.REFUNDED)
-    for purchase in purchases.filter(payment_status__in=refunded, credited=True).exclude(
-        status=CreditPurchase.Status.REFUNDED
-    )[:limit]:
-        payment = payment_selectors.payments_of(purchase).sales().first()
-        if payment is not None and credits_remove_for_refund(
-            purchase_id=purchase.pk, payment_id=payment.pk, refund_id=None
-        ):
-            outcome["taken_back"] += 1
+    now = timezone.now()
+    stale_holds = WalletEntry.objects.filter(
+        kind=WalletEntry.Kind.REFUND_HOLD,
+        created_at__lt=now - HOLD_EXPIRES_AFTER,
+        created_at__gte=now - recent,
+    ).values_list("pk", "purchase_id")[:limit]
+    held = [
+        (pk, purchase_id)
+        for pk, purchase_id in stale_holds
+        if not WalletEntry.objects.filter(reference=f"release:{pk}").exists()
+    ]
+    candidates = {*unpaid[:limit], *(int(pk) for pk in refunded[:limit]), *(p for _, p in held)}
+    for purchase_id in sorted(candidates):
+        for entry in credits_settle(purchase_id=purchase_id):
+            if entry.kind in (WalletEntry.Kind.PURCHASE, WalletEntry.Kind.REFUND):
+                outcome["added" if entry.kind == WalletEntry.Kind.PURCHASE else "taken_back"] += 1
+    for hold_id, _purchase_id in held:  # a request that died between its hold and its refund
+        hold_release(hold_id=hold_id)
     if any(outcome.values()):
         logger.warning("credits swept", extra=outcome)
     return outcome

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
+from django.core.exceptions import ValidationError
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_POST
@@ -40,6 +41,9 @@ def buy(request, package_id: int):
         purchase = services.purchase_create(user=request.user, package_id=package_id)
     except CreditsError as error:
         messages.error(request, error.message)
+        return redirect("credit-wallet-page")
+    except ValidationError as error:  # a package priced outside what Stripe can charge
+        messages.error(request, error.messages[0])
         return redirect("credit-wallet-page")
     return redirect("credit-purchase-pay", pk=purchase.pk)
 

@@ -155,10 +155,13 @@ def test_half_refunded_takes_back_half_and_spent_credits_are_not_refunded(stripe
     assert refused.json()["error"]["code"] == "credits_spent"
     assert Payment.objects.get(object_id=str(purchase.pk)).refunded_amount() == 2250  # no money moved
 
-    # Staff who may refund force it: the wallet goes to zero and the rest is a recorded shortfall.
+    # Staff who may refund are told too, and may force it: the wallet goes to zero and the rest
+    # is a recorded shortfall.
     staff = UserFactory(is_staff=True)
     staff.user_permissions.add(Permission.objects.get(codename="refund_payment"))
-    forced = _client(staff).post(refund_url, {}, format="json")
+    told = _client(staff).post(refund_url, {}, format="json")
+    assert told.status_code == 409 and "staff may force it" in told.json()["error"]["message"]
+    forced = _client(staff).post(refund_url, {"force": True}, format="json")
     assert forced.status_code == 201, forced.content
     assert _balance(user) == 0
     last = WalletEntry.objects.filter(purchase=purchase, kind="refund").order_by("-id").first()
@@ -209,7 +212,7 @@ def test_bad_input_is_a_clear_error(packages):
     user = UserFactory()
     client = _client(user)
     unknown = client.post("/api/credits/purchases/", {"package": 999999}, format="json")
-    assert unknown.status_code == 409 and unknown.json()["error"]["code"] == "unknown_package"
+    assert unknown.status_code == 400 and unknown.json()["error"]["param"] == "package"
     assert client.post("/api/credits/spend/", {"amount": 0}, format="json").status_code == 400
     assert client.post("/api/credits/spend/", {"amount": 5}, format="json").json()["error"]["code"] == (
         "insufficient_credits"
@@ -282,13 +285,20 @@ def test_the_wallet_page_buys_through_the_checkout_page(packages):
     client = Client()
     client.force_login(user)
     page = client.get("/credits/")
-    assert page.status_code == 200 and b"Buy for 10.00 USD" in page.content and b"0 credits" in page.content
+    assert page.status_code == 200 and b"Buy for 10.00 USD" in page.content
+    assert b'<strong id="balance">0 credits</strong>' in page.content
     bought = client.post(f"/credits/buy/{packages[0].pk}/")
     purchase = CreditPurchase.objects.get(user=user)
     assert bought.status_code == 302 and bought["Location"] == f"/credits/purchases/{purchase.pk}/pay/"
     checkout = client.get(bought["Location"])
     assert checkout.status_code == 200 and b"Pay 10.00 USD" in checkout.content
-    assert "script-src" in checkout["Content-Security-Policy"]
+    from urllib.parse import urlsplit
+
+    from django.conf import settings
+
+    stripe_js = urlsplit(settings.STRIPE_JS_URL)
+    policy = checkout["Content-Security-Policy"]
+    assert f"{stripe_js.scheme}://{stripe_js.netloc}" in policy.split("script-src", 1)[1].split(";")[0]
     other = Client()
     other.force_login(UserFactory())
     assert other.get(bought["Location"]).status_code == 404
@@ -328,10 +338,17 @@ def test_the_sweep_adds_and_takes_back_what_a_failed_receiver_did_not(stripe_env
     assert _balance(user) == 500
     assert credits_sweep() == {"added": 0, "taken_back": 0}
 
+    # A refund made in Stripe's dashboard, its event applied while wallet entries are refused.
+    intent_id = Payment.objects.get(object_id=str(purchase.pk)).stripe_payment_intent_id
+    stripe_env.api("POST", "/v1/refunds", payment_intent=intent_id, amount="900")
+    events = [
+        e for e in stripe_env.api("GET", "/v1/events", limit="100")["data"] if e["type"] == "charge.refunded"
+    ]
     _refusing_wallet_entries()
     try:
-        refund_url = f"/api/credits/purchases/{purchase.pk}/payment/refund/"
-        assert _client(user).post(refund_url, {"amount": "9.00"}, format="json").status_code == 201
+        assert all(_deliver(e) == 200 for e in events)
+        for row in WebhookEvent.objects.filter(status="pending"):
+            webhook_event_process(event_id=row.pk)
     finally:
         _accepting_wallet_entries()
     assert _balance(user) == 500  # the take-back was refused with the entry
@@ -359,3 +376,100 @@ def test_emails_on_purchase_and_refund_go_out_once(stripe_env, packages, mailout
     assert refunded.subject == "Refund for Standard" and refunded.to == ["buyer@example.com"]
     assert "We have refunded 9.00 USD" in refunded.body and "100 credits were taken back" in refunded.body
     assert set(CreditEmail.objects.values_list("status", flat=True)) == {"sent"}
+
+
+def test_a_purchase_whose_card_is_declined_is_named_in_the_error(stripe_env, packages):
+    user = UserFactory()
+    answer = _client(user).post(
+        "/api/credits/purchases/",
+        {
+            "package": packages[0].pk,
+            "payment_method_id": stripe_env.card("4000000000009995"),
+            "confirm_immediately": True,
+        },
+        format="json",
+    )
+    assert answer.status_code == 402
+    body = answer.json()
+    assert body["error"]["decline_code"] == "insufficient_funds"
+    purchase_id = body["purchase"]["id"]
+    retried = _client(user).post(
+        f"/api/credits/purchases/{purchase_id}/payment/retry/",
+        {"payment_method_id": stripe_env.card()},
+        format="json",
+    )
+    assert retried.status_code == 200 and retried.json()["payment"]["status"] == "succeeded"
+    assert _balance(user) == 100
+
+
+def test_a_refund_that_fails_gives_the_credits_back(stripe_env, packages):
+    user = UserFactory()
+    purchase = _buy(stripe_env, user, packages[1])
+    refund_url = f"/api/credits/purchases/{purchase.pk}/payment/refund/"
+    refund_id = _client(user).post(refund_url, {"amount": "9.00"}, format="json").json()["refund"]["id"]
+    assert _balance(user) == 400
+    from payments.models import Refund
+
+    stripe_env.fail_refund(Refund.objects.get(pk=refund_id).stripe_refund_id)  # refund.failed
+    events = [
+        e for e in stripe_env.api("GET", "/v1/events", limit="100")["data"] if e["type"] == "refund.failed"
+    ]
+    assert all(_deliver(e) == 200 for e in events)
+    for row in WebhookEvent.objects.filter(status="pending"):
+        webhook_event_process(event_id=row.pk)
+    assert _balance(user) == 500
+    entry = WalletEntry.objects.get(kind="refund_reversed")
+    assert (entry.amount, entry.refund_id) == (100, refund_id)
+    purchase.refresh_from_db()
+    assert purchase.status == "paid"
+
+
+def test_a_refunded_duplicate_payment_leaves_the_credits(stripe_env, packages):
+    """A second payment for a paid purchase is refunded as unwanted: the purchase's credits stay."""
+    from payments import services as payment_services
+    from payments.gateway import get_gateway
+
+    user = UserFactory()
+    purchase = _buy(stripe_env, user, packages[0])
+    # A second intent for the same purchase paid at Stripe (another tab), its success applied.
+    duplicate = Payment.objects.create(
+        content_type=Payment.objects.get(object_id=str(purchase.pk)).content_type,
+        object_id=str(purchase.pk), owner=user, subtotal=1000, fee=0, total=1000, currency="usd",
+        attempt=2, idempotency_key=f"duplicate-{purchase.pk}",
+    )  # fmt: skip
+    intent = stripe_env.api(
+        "POST", "/v1/payment_intents", amount="1000", currency="usd", payment_method=stripe_env.card(),
+        confirm="true", **{"metadata[payment_id]": str(duplicate.pk)},
+    )  # fmt: skip
+    payment_services.payment_sync_intent(
+        intent=get_gateway().intent_from_object(intent), payment_id=duplicate.pk
+    )
+    duplicate.refresh_from_db()
+    assert duplicate.unwanted_reason == "duplicate"
+    for pending in duplicate.refunds.filter(status="pending", stripe_refund_id=""):
+        payment_services.refund_submit(refund=pending)  # as the task the sync enqueued does
+    assert Payment.objects.get(pk=duplicate.pk).status == "refunded"
+    assert _balance(user) == 100
+    purchase.refresh_from_db()
+    assert purchase.status == "paid"
+
+
+def test_a_spend_cannot_slip_between_a_refund_and_its_take_back(stripe_env, packages):
+    """The refund's check and its take-back hold the wallet's lock: a spend racing it waits, and
+    then finds the credits gone (or the refund finds them spent): never both."""
+    user = UserFactory()
+    purchase = _buy(stripe_env, user, packages[0])
+    refund_url = f"/api/credits/purchases/{purchase.pk}/payment/refund/"
+    stripe_env.slow_after_forward("POST", "/v1/refunds", delay=1.0)
+
+    def act(what):
+        client = _client(user)
+        if what == "refund":
+            return client.post(refund_url, {}, format="json").status_code
+        return client.post("/api/credits/spend/", {"amount": 100}, format="json").status_code
+
+    outcomes = sorted(_run_at_once(act, ["refund", "spend"]))
+    assert outcomes in ([201, 409], [200, 409]), outcomes  # one wins, the other is refused
+    assert _balance(user) == 0
+    shortfalls = list(WalletEntry.objects.filter(kind="refund").values_list("shortfall", flat=True))
+    assert shortfalls in ([], [0])  # never a refund of credits that were spent

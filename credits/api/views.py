@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 from django.conf import settings
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import mixins, permissions, status, viewsets
+from rest_framework.exceptions import ValidationError
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -22,8 +25,9 @@ from credits.api.serializers import (
     WalletQuerySerializer,
     WalletSerializer,
 )
+from credits.exceptions import CreditsError
 from credits.models import CreditPackage, CreditPurchase, WalletEntry
-from payments.api.errors import ErrorSerializer
+from payments.api.errors import ErrorSerializer, exception_handler
 from payments.api.throttles import PaymentRateThrottle
 from payments.api.views import (
     ERRORS,
@@ -32,6 +36,7 @@ from payments.api.views import (
     PayablePaymentViewSet,
     intent_response_body,
 )
+from payments.exceptions import PaymentError
 
 WALLET_PAGE = 20
 
@@ -65,13 +70,22 @@ class CreditPurchaseViewSet(mixins.CreateModelMixin, viewsets.ReadOnlyModelViewS
         """Buy a package: the purchase and its payment, as a booking's payment/intent/ answers."""
         body = PurchaseCreateSerializer(data=request.data)
         body.is_valid(raise_exception=True)
-        purchase = services.purchase_create(user=request.user, package_id=body.validated_data["package"])
-        result = services.purchase_pay(
-            purchase_id=purchase.pk,
-            payment_method_id=body.validated_data.get("payment_method_id", ""),
-            confirm=body.validated_data["confirm_immediately"],
-            save_payment_method=body.validated_data["save_payment_method"],
-        )
+        try:
+            purchase = services.purchase_create(user=request.user, package_id=body.validated_data["package"])
+        except CreditsError as error:
+            raise ValidationError({"package": [error.message]}) from None
+        try:
+            result = services.purchase_pay(
+                purchase_id=purchase.pk,
+                payment_method_id=body.validated_data.get("payment_method_id", ""),
+                confirm=body.validated_data["confirm_immediately"],
+                save_payment_method=body.validated_data["save_payment_method"],
+            )
+        except PaymentError as error:
+            # The purchase exists: the answer names it, so the payer can confirm, retry or ask its status.
+            answer = exception_handler(error, {"view": self})
+            answer.data["purchase"] = CreditPurchaseSerializer(purchase).data
+            return answer
         purchase.refresh_from_db()
         answer = {"purchase": CreditPurchaseSerializer(purchase).data, **intent_response_body(result)}
         return Response(answer, status=status.HTTP_201_CREATED)
@@ -107,8 +121,20 @@ class PurchasePaymentViewSet(PayablePaymentViewSet):
         base = settings.SITE_URL.rstrip("/")
         return f"{base}/credits/?session_id={{CHECKOUT_SESSION_ID}}", f"{base}/credits/?canceled=1"
 
-    def check_refund(self, payable, payment, *, user, amount):
-        services.refund_check(purchase=payable, payment=payment, user=user, amount=amount)
+    @contextmanager
+    def refund_guard(self, payable, payment, *, user, amount):
+        """The refund's credits are held before Stripe is asked (no spend can use them meanwhile)
+        and taken by the refund's own entry after. Staff force a refund of spent credits with
+        {"force": true}."""
+        force = self.request.data.get("force") is True
+        hold = services.refund_hold(purchase=payable, payment=payment, user=user, amount=amount, force=force)
+        try:
+            yield
+        finally:
+            # The refund's own entry takes the held credits (or, refused, they go back).
+            services.credits_settle(purchase_id=payable.pk)
+            if hold is not None:
+                services.hold_release(hold_id=hold.pk)
 
 
 @extend_schema(parameters=[PURCHASE_PK])
@@ -158,4 +184,5 @@ class SpendView(APIView):
         body = SpendRequestSerializer(data=request.data)
         body.is_valid(raise_exception=True)
         entry = services.credits_spend(user=request.user, **body.validated_data)
-        return Response({"balance": entry.balance_after, "entry": WalletEntrySerializer(entry).data})
+        balance = services.wallet_of(request.user).balance  # now, also when a retry returns the first spend
+        return Response({"balance": balance, "entry": WalletEntrySerializer(entry).data})

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from contextlib import AbstractContextManager, nullcontext
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -125,9 +126,14 @@ class PayablePaymentViewSet(viewsets.GenericViewSet):
         """Default (success_url, cancel_url) for a hosted checkout."""
         raise NotImplementedError
 
-    def check_refund(self, payable: Model, payment: Payment, *, user: Any, amount: int | None) -> None:
-        """Refuse a refund the host cannot undo its side of (raise an error the API maps, such
-        as a registered host error); `amount` None means as much as the user may refund."""
+    def refund_guard(
+        self, payable: Model, payment: Payment, *, user: Any, amount: int | None
+    ) -> AbstractContextManager[None]:
+        """What the refund of `payable` runs inside: a host that must refuse a refund (raise an
+        error the API maps) or do its own side of it in the same transaction returns a context
+        manager, for example `transaction.atomic()` with its locks and checks around the refund
+        and its own writes after it. `amount` None means as much as the user may refund."""
+        return nullcontext()
 
     # Helpers ------------------------------------------------------------------------------
 
@@ -207,14 +213,14 @@ class PayablePaymentViewSet(viewsets.GenericViewSet):
         payable = self.get_payable(any_owner=policy.is_refund_staff(request.user))
         payment = self.latest_payment(payable)
         amount = body.amount_in_minor_units(payment.currency)
-        self.check_refund(payable, payment, user=request.user, amount=amount)
-        refund = services.refund_request(
-            payment=payment,
-            user=request.user,
-            amount=amount,
-            reason=body.validated_data["reason"],
-            deadline=self.refund_deadline(payable),
-        )
+        with self.refund_guard(payable, payment, user=request.user, amount=amount):
+            refund = services.refund_request(
+                payment=payment,
+                user=request.user,
+                amount=amount,
+                reason=body.validated_data["reason"],
+                deadline=self.refund_deadline(payable),
+            )
         payment.refresh_from_db()
         return Response(
             {
