@@ -49,6 +49,7 @@ MIDDLEWARE = [
     "axes.middleware.AxesMiddleware",
     # Stripe calls inside one request fit PAYMENTS["REQUEST_BUDGET"] (25 s; gunicorn's timeout: 30 s).
     "payments.middleware.ProviderBudgetMiddleware",
+    "payments.middleware.PaymentCauseMiddleware",
 ]
 
 ROOT_URLCONF = "config.urls"

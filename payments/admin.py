@@ -21,10 +21,10 @@ from django.utils.functional import cached_property
 from django.utils.html import format_html
 from django.utils.text import smart_split, unescape_string_literal
 
-from payments import money, services
+from payments import money, services, timeline
 from payments.conf import payments_settings
 from payments.exceptions import EventPruned, PaymentError
-from payments.models import Customer, Dispute, Payment, ReconcileState, Refund, WebhookEvent
+from payments.models import Customer, Dispute, Payment, PaymentEvent, ReconcileState, Refund, WebhookEvent
 from payments.policy import REFUND_PERMISSION
 from payments.states import REFUNDABLE_STATUSES
 from payments.webhooks import HANDLERS, webhook_events_replay
@@ -126,6 +126,35 @@ class RefundInline(admin.TabularInline):
         return _dashboard("refunds", refund.stripe_refund_id)
 
 
+class PaymentEventInline(admin.TabularInline):
+    """The payment's timeline: Stripe calls and status changes, oldest first, each with its cause."""
+
+    model = PaymentEvent
+    verbose_name = "timeline entry"
+    verbose_name_plural = "timeline"
+    extra = 0
+    can_delete = False
+    fields = ("created_at", "what", "refund", "cause", "idempotency_key", "request_id")
+    readonly_fields = fields
+    ordering = ("id",)
+
+    def has_add_permission(self, request: HttpRequest, obj: Payment | None = None) -> bool:
+        return False
+
+    def has_view_permission(self, request: HttpRequest, obj: Model | None = None) -> bool:
+        return request.user.has_perm("payments.view_payment")  # part of the payment's page
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[PaymentEvent]:
+        return super().get_queryset(request).select_related("refund")
+
+    @admin.display(description="what")
+    def what(self, event: PaymentEvent) -> str:
+        if event.kind == PaymentEvent.Kind.STRIPE_CALL:
+            return f"Stripe {event.operation}: {event.outcome}"
+        subject = f"refund {event.refund_id}" if event.refund_id else "payment"
+        return f"{subject}: {event.from_status or 'new'} → {event.to_status}"
+
+
 class RefundForm(forms.Form):
     amount = forms.CharField(help_text="In the currency's major unit, e.g. 12.50.")
     reason = forms.ChoiceField(
@@ -168,7 +197,7 @@ class PaymentAdmin(ReadOnlyAdmin):
     show_full_result_count = False
     paginator = EstimatedCountPaginator
     ordering = ("-created_at", "-id")
-    inlines = (RefundInline,)
+    inlines = (RefundInline, PaymentEventInline)
     actions = ("refund_in_full",)
     readonly_fields = (
         "refund_button",
@@ -316,12 +345,13 @@ class PaymentAdmin(ReadOnlyAdmin):
         confirming = request.method == "POST" and form.is_valid()
         if confirming and request.POST.get("confirmed") == "yes":
             try:
-                refund = services.refund_create(
-                    payment=payment,
-                    amount=form.cleaned_data["amount"],
-                    reason=form.cleaned_data["reason"],
-                    requested_by=request.user,
-                )
+                with timeline.caused_by(f"admin {request.user.get_username()}"):
+                    refund = services.refund_create(
+                        payment=payment,
+                        amount=form.cleaned_data["amount"],
+                        reason=form.cleaned_data["reason"],
+                        requested_by=request.user,
+                    )
             except PaymentError as error:
                 self.message_user(request, f"Refund not made: {error.message}", messages.ERROR)
                 return redirect(change_url)
@@ -370,9 +400,10 @@ class PaymentAdmin(ReadOnlyAdmin):
         made, failed = 0, []
         for payment in payments:
             try:
-                refund = services.refund_create(
-                    payment=payment, reason="requested_by_customer", requested_by=request.user
-                )
+                with timeline.caused_by(f"admin {request.user.get_username()}"):
+                    refund = services.refund_create(
+                        payment=payment, reason="requested_by_customer", requested_by=request.user
+                    )
             except PaymentError as error:
                 failed.append(f"payment {payment.pk}: {error.message}")
                 continue

@@ -302,3 +302,34 @@ class ReconcileListedIntent(models.Model):
 
     def __str__(self) -> str:
         return f"{self.intent_id} (run {self.run})"
+
+
+class PaymentEvent(models.Model):
+    """One thing that happened to a payment or its refund, never edited: a Stripe call that wrote
+    at Stripe, or a status change, each with its cause (payments.timeline)."""
+
+    class Kind(models.TextChoices):
+        STRIPE_CALL = "stripe_call", "Stripe call"
+        STATUS = "status", "Payment status"
+        REFUND_STATUS = "refund_status", "Refund status"
+
+    payment = models.ForeignKey(Payment, on_delete=models.PROTECT, related_name="events")
+    refund = models.ForeignKey(Refund, null=True, blank=True, on_delete=models.PROTECT, related_name="events")
+    kind = models.CharField(max_length=16, choices=Kind.choices)
+    operation = models.CharField(max_length=64, blank=True)
+    idempotency_key = models.CharField(max_length=255, blank=True)
+    outcome = models.CharField(max_length=64, blank=True)
+    request_id = models.CharField(max_length=255, blank=True)
+    from_status = models.CharField(max_length=32, blank=True)
+    to_status = models.CharField(max_length=32, blank=True)
+    cause = models.CharField(max_length=255)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["id"]
+        indexes = [models.Index(fields=["payment", "id"], name="payment_event_order")]
+
+    def __str__(self) -> str:
+        if self.kind == self.Kind.STRIPE_CALL:
+            return f"{self.operation} {self.outcome}"
+        return f"{self.from_status or 'new'} → {self.to_status}"

@@ -24,7 +24,7 @@ from django.db import models, transaction
 from django.db.models import Exists, OuterRef
 from django.utils import timezone
 
-from payments import metrics, services
+from payments import metrics, services, timeline
 from payments.exceptions import ProviderError
 from payments.gateway import get_gateway
 from payments.gateway.base import IntentInfo, Page
@@ -346,7 +346,8 @@ def payments_reconcile(
         if payment.stripe_payment_intent_id:
             intent = run.gateway.retrieve_intent(payment.stripe_payment_intent_id)
             run.report.intents_checked = 1
-            run.compare(intent, payment, _refunded_by_payment([payment.pk]))
+            with timeline.caused_by("reconcile"):
+                run.compare(intent, payment, _refunded_by_payment([payment.pk]))
         return run.report
     if since is None and not everything:
         since = (
@@ -356,10 +357,11 @@ def payments_reconcile(
         since = None
     run = _Run(since=since, dry_run=dry_run, progress=progress)
     try:
-        run.events()
-        run.refunds()
-        run.intents()
-        run.local_successes(since)
+        with timeline.caused_by("reconcile"):
+            run.events()
+            run.refunds()
+            run.intents()
+            run.local_successes(since)
     finally:
         run.seen_intents.close()
     if not dry_run:

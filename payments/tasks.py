@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 
 from celery import Task, shared_task
-from celery.signals import task_retry
+from celery.signals import task_postrun, task_prerun, task_retry
 from django.utils import timezone
 
-from payments import metrics, services
+from payments import metrics, services, timeline
 from payments.conf import payments_settings
 from payments.exceptions import ProviderError
 from payments.models import Refund, WebhookEvent
@@ -121,3 +122,21 @@ def prune_payment_data() -> dict:
 @task_retry.connect(weak=False, dispatch_uid="payments.count_task_retries")
 def _count_retry(sender: Task | None = None, **kwargs: object) -> None:
     metrics.TASK_RETRIES.labels(task=metrics.label(getattr(sender, "name", ""))).inc()
+
+
+_task_causes: dict[str, object] = {}
+
+
+@task_prerun.connect(weak=False, dispatch_uid="payments.task_cause")
+def _cause_of_task(task_id: str = "", task: Task | None = None, **kwargs: object) -> None:
+    """What a task changes is recorded on payment timelines as caused by it."""
+    _task_causes[task_id] = timeline.set_cause(f"task {getattr(task, 'name', '')}")
+
+
+@task_postrun.connect(weak=False, dispatch_uid="payments.task_cause_end")
+def _end_cause_of_task(task_id: str = "", **kwargs: object) -> None:
+    token = _task_causes.pop(task_id, None)
+    if token is not None:
+        # Set in another context (a thread pool): nothing to reset here.
+        with contextlib.suppress(ValueError):
+            timeline.reset_cause(token)  # type: ignore[arg-type]

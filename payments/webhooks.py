@@ -19,7 +19,7 @@ from django.db import DatabaseError, IntegrityError, connection, transaction
 from django.db.models import Count, F, Max, Q
 from django.utils import timezone
 
-from payments import metrics, services
+from payments import metrics, services, timeline
 from payments.conf import payments_settings
 from payments.exceptions import EventPruned
 from payments.gateway import get_gateway
@@ -305,7 +305,7 @@ def _process_locked(row: WebhookEvent) -> None:
         )
     else:
         try:
-            with transaction.atomic():
+            with transaction.atomic(), timeline.caused_by(f"webhook {row.stripe_event_id} ({row.type})"):
                 handler(get_gateway().event_from_payload(row.payload))
         except Exception as exc:
             row.status = WebhookEvent.Status.FAILED

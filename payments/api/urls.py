@@ -11,5 +11,6 @@ router.register("payment/methods", views.PaymentMethodViewSet, basename="payment
 
 urlpatterns = [
     path("payment/config/", views.PaymentConfigView.as_view(), name="payment-config"),
+    path("payments/<int:pk>/timeline/", views.PaymentTimelineView.as_view(), name="payment-timeline"),
     path("", include(router.urls)),
 ]

@@ -11,7 +11,7 @@ from django.core.cache import cache
 from django.db.models import Model, QuerySet
 from django.http import Http404
 from drf_spectacular.utils import OpenApiResponse, extend_schema
-from rest_framework import mixins, permissions, status, viewsets
+from rest_framework import exceptions, mixins, permissions, serializers, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -37,7 +37,7 @@ from payments.api.throttles import PaymentRateThrottle, StatusRateThrottle
 from payments.conf import payments_settings
 from payments.exceptions import IllegalTransition
 from payments.gateway.base import CheckoutInfo
-from payments.models import Payment
+from payments.models import Payment, PaymentEvent
 from payments.services import PaymentResult
 from payments.states import PaymentStatus
 
@@ -357,3 +357,26 @@ class PaymentMethodViewSet(viewsets.ViewSet):
             },
             status=status.HTTP_201_CREATED,
         )
+
+
+class PaymentEventSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = PaymentEvent
+        fields = [
+            "id", "kind", "refund", "operation", "idempotency_key", "outcome", "request_id",
+            "from_status", "to_status", "cause", "created_at",
+        ]  # fmt: skip
+
+
+class PaymentTimelineView(APIView):
+    """A payment's timeline, oldest first: staff who may view payments only."""
+
+    @extend_schema(responses={200: PaymentEventSerializer(many=True), **ERRORS})
+    def get(self, request: Request, pk: int) -> Response:
+        if not (request.user.is_staff and request.user.has_perm("payments.view_payment")):
+            raise exceptions.PermissionDenied("Staff who may view payments only.")
+        payment = Payment.objects.filter(pk=pk).first()
+        if payment is None:
+            raise Http404
+        events = PaymentEvent.objects.filter(payment=payment).order_by("id")
+        return Response(PaymentEventSerializer(events, many=True).data)

@@ -12,7 +12,7 @@ from typing import Any
 
 import stripe
 
-from payments import metrics
+from payments import metrics, timeline
 from payments.conf import payments_settings
 from payments.exceptions import (
     CardError,
@@ -175,6 +175,14 @@ class StripeGateway(PaymentGateway):
         except stripe.StripeError as exc:
             error = _translate(exc)
             metrics.STRIPE_REQUESTS.labels(operation=operation, outcome=metrics.label(error.code)).inc()
+            timeline.note_call(
+                timeline.CallInfo(
+                    operation,
+                    fields["idempotency_key"],
+                    error.code or "error",
+                    getattr(exc, "request_id", None) or "",
+                )
+            )
             metrics.STRIPE_DURATION.labels(operation=operation).observe(time.monotonic() - started)
             logger.warning(
                 "stripe call failed",
@@ -190,6 +198,12 @@ class StripeGateway(PaymentGateway):
             )
             raise error from None
         metrics.STRIPE_REQUESTS.labels(operation=operation, outcome="ok").inc()
+        response = getattr(result, "last_response", None)
+        timeline.note_call(
+            timeline.CallInfo(
+                operation, fields["idempotency_key"], "ok", getattr(response, "request_id", None) or ""
+            )
+        )
         metrics.STRIPE_DURATION.labels(operation=operation).observe(time.monotonic() - started)
         logger.info(
             "stripe call",

@@ -30,6 +30,7 @@ from payments.services.base import (
     _lock_payment,
     _log_extra,
     _payment_metadata,
+    _recorded_call,
     logger,
 )
 from payments.services.customers import customer_get_or_create
@@ -102,16 +103,17 @@ def payment_start(
         # (never the refused one's key with other parameters); the same card clicked twice
         # replays. A second intent made this way is never confirmed: the first one stored is.
         card_part = f":{payment_method_id}" if payment_method_id else ""
-        intent = gateway.create_intent(
-            amount=payment.total,
-            currency=payment.currency,
-            idempotency_key=f"{payment.idempotency_key}:create{card_part}",
-            metadata=_payment_metadata(payment),
-            description=payment.description,
-            customer_id=customer.stripe_customer_id,
-            payment_method_id=payment_method_id,
-            save_payment_method=payment.save_payment_method,
-        )
+        with _recorded_call(payment):
+            intent = gateway.create_intent(
+                amount=payment.total,
+                currency=payment.currency,
+                idempotency_key=f"{payment.idempotency_key}:create{card_part}",
+                metadata=_payment_metadata(payment),
+                description=payment.description,
+                customer_id=customer.stripe_customer_id,
+                payment_method_id=payment_method_id,
+                save_payment_method=payment.save_payment_method,
+            )
     payment = payment_sync_intent(intent=intent, payment_id=payment.pk) or payment
     if confirm and payment.status in (PaymentStatus.CREATED, PaymentStatus.FAILED):
         # The intent may carry this card already (set at creation): don't set it twice.
@@ -169,10 +171,12 @@ def payment_confirm(*, payment: Payment, payment_method_id: str = "") -> Payment
     intent_id = payment.stripe_payment_intent_id
     try:
         if payment_method_id:
-            gateway.set_intent_payment_method(
-                intent_id, payment_method_id=payment_method_id, idempotency_key=f"{key}:set-method"
-            )
-        intent = gateway.confirm_intent(intent_id, idempotency_key=key)
+            with _recorded_call(payment):
+                gateway.set_intent_payment_method(
+                    intent_id, payment_method_id=payment_method_id, idempotency_key=f"{key}:set-method"
+                )
+        with _recorded_call(payment):
+            intent = gateway.confirm_intent(intent_id, idempotency_key=key)
     except CardError as error:
         _record_decline(payment.pk, error)
         raise
@@ -279,9 +283,10 @@ def payment_cancel(*, payment: Payment, reason: str = "") -> Payment:
     if payment.stripe_payment_intent_id:
         gateway = get_gateway()
         try:
-            intent = gateway.cancel_intent(
-                payment.stripe_payment_intent_id, idempotency_key=f"{payment.idempotency_key}:cancel"
-            )
+            with _recorded_call(payment):
+                intent = gateway.cancel_intent(
+                    payment.stripe_payment_intent_id, idempotency_key=f"{payment.idempotency_key}:cancel"
+                )
         except ProviderError as error:
             if error.retryable and error.code != "provider_busy":
                 raise
@@ -302,9 +307,10 @@ def _expire_checkout(payment: Payment, *, reason: str) -> Payment:
     """Expire the payment's Checkout Session at the provider and apply what it then says."""
     gateway = get_gateway()
     try:
-        session = gateway.expire_checkout_session(
-            payment.stripe_checkout_session_id, idempotency_key=f"{payment.idempotency_key}:expire"
-        )
+        with _recorded_call(payment):
+            session = gateway.expire_checkout_session(
+                payment.stripe_checkout_session_id, idempotency_key=f"{payment.idempotency_key}:expire"
+            )
     except ProviderError as error:
         if error.retryable:
             raise

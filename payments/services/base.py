@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
 from django.contrib.contenttypes.models import ContentType
-from django.db import models, transaction
+from django.db import DatabaseError, models, transaction
 from django.dispatch import Signal
 
-from payments import money, signals
+from payments import money, signals, timeline
 from payments.exceptions import (
     IllegalTransition,
     PaymentError,
@@ -20,7 +22,7 @@ from payments.exceptions import (
 from payments.gateway.base import (
     IntentInfo,
 )
-from payments.models import Installation, Payment
+from payments.models import Installation, Payment, PaymentEvent, Refund
 from payments.states import (
     PaymentStatus,
 )
@@ -161,3 +163,47 @@ def payment_id_for(
     except ValueError:
         return None
     return Payment.objects.filter(uid=uid).values_list("pk", flat=True).first()
+
+
+# The timeline -----------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def _recorded_call(payment: Payment, *, refund: Refund | None = None) -> Iterator[None]:
+    """Record the Stripe call made inside (a write at Stripe) on the payment's timeline, whatever
+    its outcome; a timeline that cannot be written never fails the payment."""
+    timeline.take_call()  # an earlier, unrecorded call is not this one
+    try:
+        yield
+    finally:
+        info = timeline.take_call()
+        if info is not None:
+            try:
+                with transaction.atomic():
+                    PaymentEvent.objects.create(
+                        payment=payment,
+                        refund=refund,
+                        kind=PaymentEvent.Kind.STRIPE_CALL,
+                        operation=info.operation,
+                        idempotency_key=info.idempotency_key,
+                        outcome=info.outcome,
+                        request_id=info.request_id,
+                        cause=timeline.current_cause(),
+                    )
+            except DatabaseError:
+                logger.warning(
+                    "timeline entry not written", extra=_log_extra(payment, operation=info.operation)
+                )
+
+
+def _record_status(payment: Payment, previous: str, target: str, *, refund: Refund | None = None) -> None:
+    """A status change on the timeline, in the transaction that makes it."""
+    kind = PaymentEvent.Kind.REFUND_STATUS if refund is not None else PaymentEvent.Kind.STATUS
+    PaymentEvent.objects.create(
+        payment=payment,
+        refund=refund,
+        kind=kind,
+        from_status=previous,
+        to_status=target,
+        cause=timeline.current_cause(),
+    )

@@ -21,6 +21,7 @@ from payments.services.base import (
     _lock_payment,
     _log_extra,
     _payment_metadata,
+    _recorded_call,
     logger,
 )
 from payments.services.customers import customer_get_or_create
@@ -55,18 +56,19 @@ def payment_checkout_start(
         if expires_at is None:  # a new attempt's expiry is always ahead; never reached
             raise IllegalTransition("This payment could not be restarted.")
     customer = customer_get_or_create(user=terms.owner)
-    session = gateway.create_checkout_session(
-        amount=payment.total,
-        currency=payment.currency,
-        product_name=payment.description or "Payment",
-        success_url=success_url,
-        cancel_url=cancel_url,
-        client_reference_id=str(payment.uid),
-        metadata=_payment_metadata(payment),
-        expires_at=expires_at,
-        idempotency_key=f"{payment.idempotency_key}:checkout",
-        customer_id=customer.stripe_customer_id,
-    )
+    with _recorded_call(payment):
+        session = gateway.create_checkout_session(
+            amount=payment.total,
+            currency=payment.currency,
+            product_name=payment.description or "Payment",
+            success_url=success_url,
+            cancel_url=cancel_url,
+            client_reference_id=str(payment.uid),
+            metadata=_payment_metadata(payment),
+            expires_at=expires_at,
+            idempotency_key=f"{payment.idempotency_key}:checkout",
+            customer_id=customer.stripe_customer_id,
+        )
     with transaction.atomic():
         locked = _lock_payment(payment.pk)
         locked.stripe_checkout_session_id = session.id

@@ -20,7 +20,15 @@ from payments.gateway.base import (
 )
 from payments.models import Installation, Payment, Refund
 from payments.queue import enqueue
-from payments.services.base import _lock_payment, _log_extra, _payment_metadata, logger, payment_id_for
+from payments.services.base import (
+    _lock_payment,
+    _log_extra,
+    _payment_metadata,
+    _record_status,
+    _recorded_call,
+    logger,
+    payment_id_for,
+)
 from payments.services.transitions import _reserve_refund, _settle_refunds
 from payments.states import (
     RefundStatus,
@@ -80,17 +88,18 @@ def refund_submit(*, refund: Refund) -> Refund:
     if refund.stripe_refund_id or refund.status != RefundStatus.PENDING:
         return refund
     try:
-        info = get_gateway().create_refund(
-            intent_id=refund.payment.stripe_payment_intent_id,
-            amount=refund.amount,
-            reason=refund.reason,
-            metadata={
-                **_payment_metadata(refund.payment),
-                "refund_uid": str(refund.uid),
-                "refund_id": str(refund.pk),
-            },
-            idempotency_key=refund.idempotency_key,
-        )
+        with _recorded_call(refund.payment, refund=refund):
+            info = get_gateway().create_refund(
+                intent_id=refund.payment.stripe_payment_intent_id,
+                amount=refund.amount,
+                reason=refund.reason,
+                metadata={
+                    **_payment_metadata(refund.payment),
+                    "refund_uid": str(refund.uid),
+                    "refund_id": str(refund.pk),
+                },
+                idempotency_key=refund.idempotency_key,
+            )
     except ProviderError as error:
         if not error.retryable:
             _fail_refund(refund.pk, error.message)
@@ -108,9 +117,10 @@ def _fail_refund(refund_id: int, reason: str) -> None:
     refund = Refund.objects.select_for_update().get(pk=refund_id)
     if refund.status != RefundStatus.PENDING or refund.stripe_refund_id:
         return  # Stripe has it (a webhook got here first): Stripe's word stands
-    refund.status = RefundStatus.FAILED
+    previous, refund.status = refund.status, RefundStatus.FAILED
     refund.failure_reason = reason[:255]
     refund.save()
+    _record_status(refund.payment, previous, refund.status, refund=refund)
     metrics.inc_on_commit(metrics.REFUNDS, outcome=RefundStatus.FAILED)
     logger.warning("refund failed", extra={"refund_id": refund.pk, "payment_id": refund.payment_id})
 
@@ -140,6 +150,7 @@ def refund_sync(*, info: RefundInfo, refund_id: int | None = None) -> Refund | N
             idempotency_key=f"refund:stripe:{info.id}",
         )
         metrics.inc_on_commit(metrics.REFUNDS, outcome=metrics.label(info.status))
+        _record_status(payment, "", refund.status, refund=refund)
         logger.info("refund imported", extra=_log_extra(payment, stripe_refund=info.id, amount=info.amount))
     else:
         refund = Refund.objects.select_for_update().get(pk=refund.pk)
@@ -151,6 +162,8 @@ def refund_sync(*, info: RefundInfo, refund_id: int | None = None) -> Refund | N
         if refund_can_move(refund.status, info.status, known_to_provider=known):
             if refund.status != info.status or not known:
                 metrics.inc_on_commit(metrics.REFUNDS, outcome=metrics.label(info.status))
+            if refund.status != info.status:
+                _record_status(payment, refund.status, info.status, refund=refund)
             refund.status = info.status
         refund.failure_reason = info.failure_reason or refund.failure_reason
         refund.save()

@@ -21,6 +21,7 @@ from payments.services.base import (
     _lock_payable_of,
     _lock_payment,
     _log_extra,
+    _record_status,
     _send_on_commit,
     logger,
 )
@@ -53,6 +54,7 @@ def _set_status(payment: Payment, target: str, *, reason: str = "") -> None:
     if target == PaymentStatus.SUCCEEDED and payment.succeeded_at is None:
         payment.succeeded_at = timezone.now()
     payment.save()
+    _record_status(payment, previous, target)
     logger.info("payment status changed", extra=_log_extra(payment, previous=previous, status=target))
     if unwanted:
         _refund_unwanted_payment(payment, reason=unwanted)
@@ -133,6 +135,7 @@ def _reserve_refund(*, payment_id: int, amount: int | None, reason: str, request
         uid=uid,
         idempotency_key=f"refund:{uid}",
     )
+    _record_status(payment, "", refund.status, refund=refund)
     logger.info("refund reserved", extra=_log_extra(payment, refund_id=refund.pk, amount=amount))
     return refund
 
