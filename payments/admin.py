@@ -21,7 +21,7 @@ from django.utils.functional import cached_property
 from django.utils.html import format_html
 from django.utils.text import smart_split, unescape_string_literal
 
-from payments import money, services, timeline
+from payments import dashboard, money, services, timeline
 from payments.conf import payments_settings
 from payments.exceptions import EventPruned, PaymentError
 from payments.models import Customer, Dispute, Payment, PaymentEvent, ReconcileState, Refund, WebhookEvent
@@ -314,8 +314,22 @@ class PaymentAdmin(ReadOnlyAdmin):
                 self.admin_site.admin_view(self.refund_view),
                 name="payments_payment_refund",
             ),
+            path("dashboard/", self.admin_site.admin_view(self.dashboard_view), name="payments_dashboard"),
             *super().get_urls(),
         ]
+
+    def dashboard_view(self, request: HttpRequest) -> HttpResponse:
+        """Success rate, revenue, refunds and webhook lag over the last month, the top decline
+        reasons and what is stuck, each linking to its list; for staff who may view payments."""
+        if not self.has_view_permission(request):
+            raise PermissionDenied
+        context = {
+            **self.admin_site.each_context(request),
+            "title": "Payments dashboard",
+            "opts": self.model._meta,
+            **dashboard.figures(),
+        }
+        return TemplateResponse(request, "admin/payments/dashboard.html", context)
 
     def _log_refund(self, request: HttpRequest, payment: Payment, refund: Refund) -> None:
         assert request.user.is_authenticated  # admin_view lets only active staff in

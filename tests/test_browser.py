@@ -349,3 +349,25 @@ def test_api_docs_render_with_nothing_beyond_loopback(browser, live_server, sett
     # ReDoc always tries its maker's logo from their CDN; the site's policy blocks it (so it
     # never leaves the machine) and ReDoc then hides it. Any other error fails.
     assert [e for e in errors if "cdn.redoc.ly/redoc/logo-mini.svg" not in e] == [], errors
+
+
+def test_the_staff_dashboard(steps):
+    from django.contrib.auth.models import Permission
+
+    from tests.test_dashboard import seed
+
+    seed()
+    staff = UserFactory(username="staffer", is_staff=True)
+    staff.user_permissions.add(*Permission.objects.filter(codename__in=["view_payment", "view_webhookevent"]))
+    steps.page.goto(f"{steps.base}/admin/login/")
+    steps.page.fill("#id_username", "staffer")
+    steps.page.fill("#id_password", PASSWORD)
+    steps.page.click("input[type=submit]")
+    steps.page.goto(f"{steps.base}/admin/payments/payment/")
+    steps.page.click("text=Dashboard")
+    steps.page.wait_for_selector("svg.dashboard-chart")
+    assert steps.page.locator("svg.dashboard-chart").count() == 4
+    steps.shot("dashboard")
+    steps.page.click("text=1 webhook event failed")
+    steps.page.wait_for_url("**/webhookevent/?status__exact=failed")
+    steps.shot("failed-events")
