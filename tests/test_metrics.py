@@ -138,3 +138,35 @@ def test_labels_never_carry_an_id_or_an_address():
     assert label("pi_3MtwBwLkdIwHu7ix28a3tqPa Ada") == "other"
     assert label("pi_3MtwBwLkdIwHu7ix28a3tqPa") == "other"
     assert label("") == "none"
+
+
+def test_several_processes_add_up(tmp_path):
+    """Under gunicorn or Celery each process writes its samples to PROMETHEUS_MULTIPROC_DIR and
+    /metrics adds them up: two processes count, a third serves the sum."""
+    import os
+    import subprocess
+    import sys
+
+    env = {
+        **os.environ,
+        "PROMETHEUS_MULTIPROC_DIR": str(tmp_path),
+        "DJANGO_SETTINGS_MODULE": "config.test_settings",
+        "METRICS_TOKEN": "scrape-me-0123456789",
+    }
+    count = "import django; django.setup(); from payments import metrics; metrics.PAYMENTS_STARTED.inc({n})"
+    for n in (2, 3):
+        subprocess.run([sys.executable, "-c", count.format(n=n)], env=env, check=True, timeout=120)
+    serve = (
+        "import django; django.setup(); from django.test import Client; "
+        "print(Client(HTTP_AUTHORIZATION='Bearer scrape-me-0123456789', HTTP_HOST='localhost')"
+        ".get('/metrics').content.decode())"
+    )
+    served = subprocess.run(
+        [sys.executable, "-c", serve], env=env, check=True, timeout=120, capture_output=True, text=True
+    ).stdout
+    values = {
+        sample.name: sample.value
+        for family in text_string_to_metric_families(served)
+        for sample in family.samples
+    }
+    assert values["payments_started_total"] == 5
