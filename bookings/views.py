@@ -95,7 +95,10 @@ def payment_result(request, pk: int):
     booking = get_object_or_404(Booking.objects.select_related("event"), pk=pk, user=request.user)
     config = {
         "statusUrl": f"/api/bookings/{booking.pk}/payment/status/",
-        "bookingUrl": f"/api/bookings/{booking.pk}/",
+        "objectUrl": f"/api/bookings/{booking.pk}/",
+        "doneStatus": Booking.Status.CONFIRMED,
+        "doneText": "Your booking is confirmed. A confirmation email is on its way.",
+        "failedText": "The payment did not go through.",
     }
     return render(
         request, "bookings/payment_result.html", {"booking": booking, "config": config, **_amounts(booking)}

@@ -77,6 +77,9 @@ def purchase_result(request, pk: int):
     purchase = _purchase(request, pk)
     config = {
         "statusUrl": f"/api/credits/purchases/{purchase.pk}/payment/status/",
-        "purchaseUrl": f"/api/credits/purchases/{purchase.pk}/",
+        "objectUrl": f"/api/credits/purchases/{purchase.pk}/",
+        "doneStatus": CreditPurchase.Status.PAID,
+        "doneText": f"{purchase.credits} credits are in your wallet.",
+        "failedText": "The payment did not go through, and nothing was charged.",
     }
     return render(request, "credits/result.html", {"purchase": purchase, "config": config})
