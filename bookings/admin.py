@@ -8,7 +8,7 @@ from payments import money
 
 @admin.register(Event)
 class EventAdmin(admin.ModelAdmin):
-    list_display = ("title", "starts_at", "venue", "price_display", "capacity", "host")
+    list_display = ("title", "starts_at", "time_zone", "venue", "price_display", "capacity", "host")
     list_filter = (("starts_at", admin.DateFieldListFilter), "currency")
     search_fields = ("title", "venue", "host__email")
     list_select_related = ("host",)
@@ -55,6 +55,9 @@ class BookingAdmin(admin.ModelAdmin):
     def has_add_permission(self, request) -> bool:
         return False  # bookings are made through the booking service (seats, amounts)
 
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False  # every field is read-only: the page is for reading, with no Save
+
     def has_delete_permission(self, request, obj=None) -> bool:
         return False
 
@@ -82,4 +85,7 @@ class EmailLogAdmin(admin.ModelAdmin):
     )
 
     def has_add_permission(self, request) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
         return False

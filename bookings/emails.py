@@ -28,7 +28,8 @@ def _latest_payment(booking: Booking) -> Payment | None:
 def compose(booking: Booking, kind: str) -> Email:
     """The email of `kind` for `booking`.
 
-    Kinds: confirmed, host_confirmed, refund:<refund id>, payment_failed:<payment id>.
+    Kinds: confirmed, host_confirmed, refund:<refund id>, unpaid (the hold ended after a failed
+    payment), payment_failed:<payment id> (no longer queued; kept for rows queued before).
     """
     site = settings.SITE_URL.rstrip("/")
     payment = _latest_payment(booking)
@@ -60,6 +61,17 @@ def compose(booking: Booking, kind: str) -> Email:
         refund = payment_selectors.refund_of(booking, int(kind.split(":", 1)[1]))
         context["refund_amount"] = _amount(refund.amount, refund.currency)
         return Email(booking.user.email, f"Refund for {booking.event.title}", "emails/refund", context)
+    if kind == "unpaid":
+        failed = (
+            payment_selectors.payments_of(booking).exclude(last_error_code="").order_by("-attempt").first()
+        )
+        context.update(payment=failed, event_url=f"{site}/events/{booking.event_id}/")
+        return Email(
+            booking.user.email,
+            f"Your booking for {booking.event.title} was not paid",
+            "emails/booking_unpaid",
+            context,
+        )
     if kind.startswith("payment_failed:"):
         failed = payment_selectors.payment_of(booking, int(kind.split(":", 1)[1]))
         context.update(payment=failed, retry_url=f"{site}/bookings/{booking.pk}/pay/")
@@ -76,7 +88,7 @@ def recipient_of(booking: Booking, kind: str) -> str:
     """The address the booking's email of `kind` goes to (what compose() would address)."""
     if kind == "host_confirmed":
         return booking.event.host.email
-    if kind == "confirmed" or kind.startswith(("refund:", "payment_failed:")):
+    if kind in ("confirmed", "unpaid") or kind.startswith(("refund:", "payment_failed:")):
         return booking.user.email
     raise ValueError(f"Unknown email kind {kind!r}")
 

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import secrets
+import zoneinfo
+from datetime import datetime
 
 from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.db import models
 from django.db.models import Q, Sum
 from django.utils import timezone
@@ -18,11 +21,28 @@ def new_reference() -> str:
     return "".join(secrets.choice(REFERENCE_ALPHABET) for _ in range(8))
 
 
+def validate_time_zone(name: str) -> None:
+    if name not in zoneinfo.available_timezones():
+        raise ValidationError(
+            f"{name!r} is not a time zone name such as Europe/London.", code="invalid_timezone"
+        )
+
+
+def default_time_zone() -> str:
+    return settings.TIME_ZONE
+
+
 class Event(models.Model):
     title = models.CharField(max_length=200)
     description = models.TextField(blank=True)
     venue = models.CharField(max_length=200)
     starts_at = models.DateTimeField(db_index=True)
+    time_zone = models.CharField(
+        max_length=64,
+        default=default_time_zone,
+        validators=[validate_time_zone],
+        help_text="Where the event happens (an IANA name such as Europe/London); its times are shown in it.",
+    )
     price = models.BigIntegerField(help_text="Price of one seat in minor units.")
     currency = models.CharField(max_length=3, default="usd")
     capacity = models.PositiveIntegerField()
@@ -37,6 +57,17 @@ class Event(models.Model):
 
     def __str__(self) -> str:
         return self.title
+
+    @property
+    def zone(self) -> zoneinfo.ZoneInfo:
+        try:
+            return zoneinfo.ZoneInfo(self.time_zone)
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+            return zoneinfo.ZoneInfo("UTC")
+
+    def local(self, moment: datetime) -> datetime:
+        """`moment` in the event's time zone."""
+        return moment.astimezone(self.zone)
 
     def seats_held(self) -> int:
         return Booking.objects.holding_seats().filter(event=self).aggregate(n=Sum("quantity"))["n"] or 0

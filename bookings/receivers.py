@@ -16,7 +16,6 @@ from payments.queue import enqueue
 from payments.signals import (
     payment_canceled,
     payment_disputed,
-    payment_failed,
     payment_refunded,
     payment_succeeded,
 )
@@ -57,13 +56,6 @@ def cancel_on_full_refund(sender, payment, refund=None, fully_refunded: bool = F
         services.booking_cancel(booking_id=booking_id)
     if refund is not None:
         email_queue(booking=Booking.objects.get(pk=booking_id), kind=f"refund:{refund.pk}")
-
-
-@receiver(payment_failed, dispatch_uid="bookings.email_on_failure")
-def email_on_failure(sender, payment, **kwargs) -> None:
-    booking_id = _booking_id(payment)
-    if booking_id is not None:
-        email_queue(booking=Booking.objects.get(pk=booking_id), kind=f"payment_failed:{payment.pk}")
 
 
 @receiver(payment_canceled, dispatch_uid="bookings.release_on_expired_checkout")

@@ -163,6 +163,10 @@ def booking_expire(*, booking_id: int, release_now: bool = False) -> Booking:
         raise BookingError("This booking's hold has not run out yet.")
     _move(booking, Booking.Status.EXPIRED)
     booking.save(update_fields=["status", "updated_at"])
+    # The booker hears of a failed payment only now, when the hold ends unpaid: an attempt that
+    # a retry fixed a minute later is not worth an email.
+    if payment_selectors.payments_of(booking).exclude(last_error_code="").exists():
+        emails.email_queue(booking=booking, kind="unpaid")
     logger.info("booking expired", extra={"booking_id": booking.pk})
     return booking
 

@@ -9,18 +9,23 @@ from django.core.exceptions import ValidationError
 from django.http import HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
+from django.utils.http import url_has_allowed_host_and_scheme, urlencode
 from django.views.decorators.cache import cache_control
-from django.views.decorators.http import require_POST, require_safe
+from django.views.decorators.http import require_safe
 
 from bookings import selectors, services
+from bookings.conf import booking_setting
 from bookings.exceptions import BookingError
 from bookings.forms import BookingForm, SignupForm
 from bookings.models import Booking
-from config.checkout import render_checkout
+from bookings.templatetags.booking_tags import event_time
+from config.checkout import failure_text, render_checkout, saved_cards
 from payments import money
+from payments import selectors as payment_selectors
 from payments.conf import payments_settings
 from payments.exceptions import PaymentError
 from payments.policy import refund_allowed
+from payments.states import REFUNDABLE_STATUSES
 
 # The site's icon: a ticket in the accent colour (every browser asks for /favicon.ico, admin
 # pages included; an answer keeps 404s out of the log).
@@ -42,12 +47,25 @@ def event_list(request):
     return render(request, "bookings/event_list.html", {"events": selectors.upcoming_events()})
 
 
+def _chosen_seats(request, data=None) -> int:
+    """The seat count the booker chose (kept through logging in), or 1 when there is none."""
+    field = BookingForm.base_fields["quantity"]
+    try:
+        seats = int((data if data is not None else request.GET).get("quantity", 1))
+    except (TypeError, ValueError):
+        return 1
+    return seats if field.min_value <= seats <= field.max_value else 1
+
+
 def event_detail(request, pk: int):
     event = get_object_or_404(selectors.upcoming_events(), pk=pk)
-    form = BookingForm(request.POST or None)
+    form = BookingForm(request.POST or None, initial={"quantity": _chosen_seats(request)})
     if request.method == "POST":
         if not request.user.is_authenticated:
-            return redirect(f"{reverse('login')}?next={request.path}")
+            # Log in, then back here with the seats still chosen.
+            seats = _chosen_seats(request, request.POST)
+            back = f"{request.path}?{urlencode({'quantity': seats})}"
+            return redirect(f"{reverse('login')}?{urlencode({'next': back})}")
         if form.is_valid():
             try:
                 booking = services.booking_create(
@@ -59,7 +77,11 @@ def event_detail(request, pk: int):
                 form.add_error(None, exc.message)
             else:
                 return redirect("booking-pay", pk=booking.pk)
-    return render(request, "bookings/event_detail.html", {"event": event, "form": form})
+    return render(
+        request,
+        "bookings/event_detail.html",
+        {"event": event, "form": form, "hold_minutes": booking_setting("HOLD_MINUTES")},
+    )
 
 
 def _amounts(booking: Booking) -> dict[str, str]:
@@ -70,39 +92,105 @@ def _amounts(booking: Booking) -> dict[str, str]:
     }
 
 
+def _booking(request, pk: int) -> Booking:
+    return get_object_or_404(Booking.objects.select_related("event"), pk=pk, user=request.user)
+
+
 @login_required
 def booking_pay(request, pk: int):
-    """The checkout page: amounts, the card field, 3-D Secure; the script drives the payment API."""
-    booking = get_object_or_404(Booking.objects.select_related("event"), pk=pk, user=request.user)
+    """The checkout page: amounts, the card field (3-D Secure), a saved card, Stripe's page."""
+    booking = _booking(request, pk)
     if booking.status != Booking.Status.PENDING:
         return redirect("booking-payment-result", pk=booking.pk)
-    latest = selectors.bookings_of(request.user)
-    payment = next((b.payment for b in latest if b.pk == booking.pk), None)
+    payment = payment_selectors.latest_payment(booking)
     config = {
         "publishableKey": payments_settings.PUBLISHABLE_KEY,
         "api": f"/api/bookings/{booking.pk}/payment/",
         "resultUrl": reverse("booking-payment-result", args=[booking.pk]),
         "paymentStatus": payment.status if payment else None,
+        "hosted": True,
     }
-    return render_checkout(
-        request, "bookings/checkout.html", {"booking": booking, "config": config, **_amounts(booking)}
-    )
+    context = {
+        "booking": booking,
+        "config": config,
+        "saved_cards": saved_cards(request.user),
+        "failed": failure_text(payment) if payment and payment.status == "failed" else "",
+        **_amounts(booking),
+    }
+    return render_checkout(request, "bookings/checkout.html", context)
 
 
 @login_required
 def payment_result(request, pk: int):
-    """Where the payer lands after paying; it follows the payment until the webhook confirms it."""
-    booking = get_object_or_404(Booking.objects.select_related("event"), pk=pk, user=request.user)
+    """Where the payer lands after paying (by card, or back from Stripe's page); it follows the
+    payment until the webhook confirms the booking, and says what to do when it did not."""
+    booking = _booking(request, pk)
+    payment = payment_selectors.latest_payment(booking)
+    state, reason = booking.status, ""
+    if booking.status == Booking.Status.PENDING:
+        if (payment is not None and payment.status == "failed") or "failed" in request.GET:
+            state, reason = "failed", failure_text(payment)
+        elif "canceled" in request.GET and not (payment and payment.status in ("processing", "succeeded")):
+            state, reason = "failed", "You left Stripe's page before paying, so nothing was charged."
     config = {
         "statusUrl": f"/api/bookings/{booking.pk}/payment/status/",
         "objectUrl": f"/api/bookings/{booking.pk}/",
         "doneStatus": Booking.Status.CONFIRMED,
         "doneText": "Your booking is confirmed. A confirmation email is on its way.",
         "failedText": "The payment did not go through.",
+        "failedUrl": f"{request.path}?failed=1",
     }
-    return render(
-        request, "bookings/payment_result.html", {"booking": booking, "config": config, **_amounts(booking)}
-    )
+    context = {"booking": booking, "state": state, "reason": reason, "config": config, **_amounts(booking)}
+    return render(request, "bookings/payment_result.html", context)
+
+
+def _refund_on_cancel(request, booking: Booking) -> dict:
+    """What cancelling `booking` now gives back: {payment, amount, allowed, why_not}."""
+    payment = payment_selectors.payments_of(booking).sales().filter(status__in=REFUNDABLE_STATUSES).first()
+    if payment is None:
+        return {"payment": None, "amount": "", "allowed": True, "why_not": ""}
+    allowed, most = refund_allowed(user=request.user, payment=payment, starts_at=booking.event.starts_at)
+    why_not = ""
+    if not allowed:
+        window = payments_settings.REFUND_CUTOFF
+        closed = event_time(booking.event, booking.event.starts_at - window)
+        why_not = f"Refunds closed {closed}, {_hours(window)} before the event."
+    elif most <= 0:
+        allowed, why_not = False, "Everything that can be refunded has been refunded already."
+    fee_kept = allowed and most < payment.refundable_amount()
+    return {
+        "payment": payment,
+        "amount": money.format_amount(most, payment.currency) if allowed else "",
+        "fee_kept": money.format_amount(payment.refundable_amount() - most, payment.currency)
+        if fee_kept
+        else "",
+        "allowed": allowed,
+        "why_not": why_not,
+    }
+
+
+def _hours(delta) -> str:
+    hours = int(delta.total_seconds() // 3600)
+    return f"{hours} hour{'s' if hours != 1 else ''}"
+
+
+@login_required
+def booking_detail(request, pk: int):
+    """One booking: the event, the seats, what was paid and refunded, attempt by attempt."""
+    booking = _booking(request, pk)
+    attempts = list(payment_selectors.payments_of(booking).order_by("attempt").prefetch_related("refunds"))
+    for payment in attempts:
+        payment.numbered_refunds = list(
+            enumerate(sorted(payment.refunds.all(), key=lambda r: (r.created_at, r.pk)), 1)
+        )
+    context = {
+        "booking": booking,
+        "attempts": attempts,
+        "can_pay": booking.status == Booking.Status.PENDING,
+        "can_cancel": booking.status in (Booking.Status.PENDING, Booking.Status.CONFIRMED),
+        **_amounts(booking),
+    }
+    return render(request, "bookings/booking_detail.html", context)
 
 
 @login_required
@@ -110,10 +198,6 @@ def my_bookings(request):
     rows = []
     for booking in selectors.bookings_of(request.user):
         payment = booking.payment
-        paid = payment is not None and payment.status in ("succeeded", "partially_refunded")
-        refundable = (
-            paid and refund_allowed(user=request.user, payment=payment, starts_at=booking.event.starts_at)[0]
-        )
         rows.append(
             {
                 "booking": booking,
@@ -124,9 +208,7 @@ def my_bookings(request):
                 if booking.refunded
                 else "",
                 "can_pay": booking.status == Booking.Status.PENDING,
-                "can_cancel": booking.status == Booking.Status.PENDING
-                or (booking.status == Booking.Status.CONFIRMED and refundable),
-                "refund_on_cancel": booking.status == Booking.Status.CONFIRMED,
+                "can_cancel": booking.status in (Booking.Status.PENDING, Booking.Status.CONFIRMED),
                 **_amounts(booking),
             }
         )
@@ -134,23 +216,45 @@ def my_bookings(request):
 
 
 @login_required
-@require_POST
 def booking_cancel(request, pk: int):
-    booking = get_object_or_404(Booking, pk=pk, user=request.user)
-    try:
-        services.booking_cancel_by_owner(booking_id=booking.pk, user=request.user)
-    except (BookingError, PaymentError) as exc:
-        messages.error(request, exc.message)
-    else:
-        messages.success(request, f"Booking {booking.reference} is cancelled.")
-    return redirect("my-bookings")
+    """A confirmation step that says what comes back (or why nothing can), then the cancel."""
+    booking = _booking(request, pk)
+    if booking.status not in (Booking.Status.PENDING, Booking.Status.CONFIRMED):
+        messages.info(
+            request, f"Booking {booking.reference} is already {booking.get_status_display().lower()}."
+        )
+        return redirect("booking-detail", pk=booking.pk)
+    refund = _refund_on_cancel(request, booking)
+    if request.method == "POST" and refund["allowed"]:
+        try:
+            services.booking_cancel_by_owner(booking_id=booking.pk, user=request.user)
+        except (BookingError, PaymentError) as exc:
+            messages.error(request, exc.message)
+        else:
+            if refund["payment"] is not None:
+                messages.success(
+                    request,
+                    f"Booking {booking.reference} is cancelled. {refund['amount']} is being refunded "
+                    f"to the card you paid with; banks take 5–10 days to show it.",
+                )
+            else:
+                messages.success(request, f"Booking {booking.reference} is cancelled. Nothing was charged.")
+        return redirect("booking-detail", pk=booking.pk)
+    return render(
+        request, "bookings/booking_cancel.html", {"booking": booking, "refund": refund, **_amounts(booking)}
+    )
 
 
 def signup(request):
     form = SignupForm(request.POST or None)
+    after = request.POST.get("next") or request.GET.get("next") or ""
+    if not url_has_allowed_host_and_scheme(
+        after, allowed_hosts={request.get_host()}, require_https=request.is_secure()
+    ):
+        after = ""
     if request.method == "POST" and form.is_valid():
         user = form.save()
         login(request, user, backend="django.contrib.auth.backends.ModelBackend")
         messages.success(request, f"Welcome, {user.get_username()}.")
-        return redirect("event-list")
-    return render(request, "registration/signup.html", {"form": form})
+        return redirect(after or "event-list")
+    return render(request, "registration/signup.html", {"form": form, "next": after})

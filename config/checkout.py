@@ -10,6 +10,10 @@ from django.conf import settings
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 
+from payments import services as payment_services
+from payments.exceptions import PaymentError
+from payments.models import Payment
+
 
 def stripe_js_policy() -> dict[str, list[str]]:
     """What Stripe.js needs on top of the site's policy (Stripe's security guide, "Content
@@ -35,3 +39,38 @@ def render_checkout(request: HttpRequest, template: str, context: dict[str, Any]
     if frames:
         response._csp_replace = {"frame-src": frames}  # type: ignore[attr-defined]
     return response
+
+
+def saved_cards(user: Any) -> list[dict[str, str]]:
+    """The payer's cards kept at Stripe, labelled for the checkout's choice; none when Stripe
+    does not answer (the new-card field still works)."""
+    try:
+        methods = payment_services.payment_methods_list(user=user)
+    except PaymentError:
+        return []
+    return [
+        {
+            "id": method.id,
+            "label": f"{(method.brand or 'Card').title()} ending {method.last4}"
+            + (
+                f", expires {method.exp_month:02d}/{method.exp_year}"
+                if method.exp_month and method.exp_year
+                else ""
+            ),
+        }
+        for method in methods
+    ]
+
+
+def failure_text(payment: Payment | None) -> str:
+    """Why the payment did not go through and what to do next, in the site's words."""
+    code, message = (payment.last_error_code, payment.last_error_message) if payment else ("", "")
+    if code == "payment_intent_authentication_failure":
+        return (
+            "Your bank could not authenticate this payment, so nothing was charged. "
+            "Try again, or use another card."
+        )
+    if code in ("card_declined", "expired_card", "incorrect_cvc", "incorrect_number", "processing_error"):
+        words = (message or "Your card was declined.").rstrip(".") + "."
+        return f"{words} Nothing was charged. Please try another card."
+    return "The payment did not go through, and nothing was charged. Please try again."

@@ -20,6 +20,7 @@ from django.urls import URLPattern, path, reverse
 from django.utils.functional import cached_property
 from django.utils.html import format_html
 from django.utils.text import smart_split, unescape_string_literal
+from django.utils.timezone import localtime
 
 from payments import dashboard, money, services, timeline
 from payments.conf import payments_settings
@@ -81,16 +82,47 @@ class EventTypeFilter(admin.SimpleListFilter):
         return queryset.filter(type=value) if value else queryset
 
 
+def stripe_mode() -> str:
+    """Where this site's Stripe objects live: "live", "test", or "" when it talks to something
+    other than Stripe (the emulator, a stand-in), whose objects have no dashboard page."""
+    if payments_settings.API_BASE:
+        return ""
+    return "live" if (payments_settings.SECRET_KEY or "").startswith(("sk_live_", "rk_live_")) else "test"
+
+
 def _dashboard(kind: str, stripe_id: str) -> str:
+    """A Stripe id, linked to its page in Stripe's dashboard when it lives at Stripe, its mode shown."""
     if not stripe_id:
         return "-"
-    mode = "" if (payments_settings.SECRET_KEY or "").startswith(("sk_live_", "rk_live_")) else "test/"
+    mode = stripe_mode()
+    if not mode:
+        return format_html(
+            '<span class="stripe-id" title="Not at Stripe: no dashboard page">{}</span>', stripe_id
+        )
     return format_html(
-        '<a href="https://dashboard.stripe.com/{}{}/{}" target="_blank" rel="noopener">{}</a>',
-        mode,
+        '<a class="stripe-id" href="https://dashboard.stripe.com/{}{}/{}" target="_blank" '
+        'rel="noopener">{}</a> <span class="stripe-mode">({})</span>',
+        "" if mode == "live" else "test/",
         kind,
         stripe_id,
         stripe_id,
+        mode,
+    )
+
+
+def _short(text: str, size: int) -> str:
+    """Long text cut for a list column, whole on hover."""
+    if len(text) <= size:
+        return text
+    return format_html('<span title="{}">{}…</span>', text, text[: size - 1])
+
+
+def _when(moment: Any) -> str:
+    """A compact local time for list columns ("2026-12-01 08:22")."""
+    if moment is None:
+        return "-"
+    return format_html(
+        '<span title="{}">{}</span>', moment.isoformat(), localtime(moment).strftime("%Y-%m-%d %H:%M")
     )
 
 
@@ -106,16 +138,50 @@ class ReadOnlyAdmin(admin.ModelAdmin):
     def has_delete_permission(self, request: HttpRequest, obj: Model | None = None) -> bool:
         return False
 
+    def change_view(
+        self, request: HttpRequest, object_id: str, form_url: str = "", extra_context: dict | None = None
+    ) -> HttpResponse:
+        # Staff may open these pages (to refund, to replay), but nothing on them is saved here.
+        context = {
+            **(extra_context or {}),
+            "show_save": False,
+            "show_save_and_continue": False,
+            "show_save_and_add_another": False,
+            "show_save_as_new": False,
+            "show_delete": False,
+        }
+        return super().change_view(request, object_id, form_url, context)
+
+    def save_model(self, request: HttpRequest, obj: Model, form: Any, change: bool) -> None:
+        raise PermissionDenied  # a crafted POST to a read-only page saves nothing
+
 
 class RefundInline(admin.TabularInline):
     model = Refund
     extra = 0
     can_delete = False
-    fields = ("id", "amount_display", "status", "reason", "refund_link", "requested_by", "created_at")
+    fields = (
+        "number",
+        "amount_display",
+        "status",
+        "reason_display",
+        "refund_link",
+        "requested_by",
+        "created_at",
+    )
     readonly_fields = fields
+    ordering = ("created_at", "id")
 
     def has_add_permission(self, request: HttpRequest, obj: Payment | None = None) -> bool:
         return False
+
+    @admin.display(description="refund")
+    def number(self, refund: Refund) -> str:
+        return f"Refund {refund.number}"
+
+    @admin.display(description="reason")
+    def reason_display(self, refund: Refund) -> str:
+        return refund.reason_display or "-"
 
     @admin.display(description="amount")
     def amount_display(self, refund: Refund) -> str:
@@ -184,7 +250,7 @@ class RefundForm(forms.Form):
 
 @admin.register(Payment)
 class PaymentAdmin(ReadOnlyAdmin):
-    list_display = ("id", "status", "amount", "owner_email", "description", "intent_link", "created_at")
+    list_display = ("id", "status", "amount", "owner_email", "what", "intent_link", "created")
     list_filter = ("status", CurrencyFilter, ("created_at", admin.DateFieldListFilter))
     search_fields = (
         "=stripe_payment_intent_id",
@@ -279,6 +345,14 @@ class PaymentAdmin(ReadOnlyAdmin):
     @admin.display(description="refunded")
     def refunded_display(self, payment: Payment) -> str:
         return money.format_amount(payment.refunded_amount(), payment.currency)
+
+    @admin.display(description="description", ordering="description")
+    def what(self, payment: Payment) -> str:
+        return _short(payment.description, 44)
+
+    @admin.display(description="created", ordering="created_at")
+    def created(self, payment: Payment) -> str:
+        return _when(payment.created_at)
 
     @admin.display(description="owner", ordering="owner__email")
     def owner_email(self, payment: Payment) -> str:
@@ -432,13 +506,13 @@ class PaymentAdmin(ReadOnlyAdmin):
 @admin.register(Refund)
 class RefundAdmin(ReadOnlyAdmin):
     list_display = (
-        "id",
-        "payment_id",
+        "__str__",
         "amount_display",
         "status",
+        "reason_display",
         "refund_link",
         "requested_by",
-        "created_at",
+        "created",
     )
     list_filter = ("status", CurrencyFilter, ("created_at", admin.DateFieldListFilter))
     search_fields = ("=stripe_refund_id", "=payment__stripe_payment_intent_id", "=payment__owner__email")
@@ -454,10 +528,18 @@ class RefundAdmin(ReadOnlyAdmin):
     def refund_link(self, refund: Refund) -> str:
         return _dashboard("refunds", refund.stripe_refund_id)
 
+    @admin.display(description="reason", ordering="reason")
+    def reason_display(self, refund: Refund) -> str:
+        return refund.reason_display or "-"
+
+    @admin.display(description="created", ordering="created_at")
+    def created(self, refund: Refund) -> str:
+        return _when(refund.created_at)
+
 
 @admin.register(WebhookEvent)
 class WebhookEventAdmin(ReadOnlyAdmin):
-    list_display = ("stripe_event_id", "type", "status", "attempts", "error", "received_at", "processed_at")
+    list_display = ("stripe_event_id", "type", "status", "attempts", "error", "received", "processed")
     list_filter = ("status", EventTypeFilter, ("received_at", admin.DateFieldListFilter))
     search_fields = ("=stripe_event_id", "type")
     show_full_result_count = False
@@ -481,7 +563,15 @@ class WebhookEventAdmin(ReadOnlyAdmin):
 
     @admin.display(description="last error")
     def error(self, event: WebhookEvent) -> str:
-        return (event.last_error[:80] + "…") if len(event.last_error) > 80 else event.last_error
+        return _short(event.last_error, 40)
+
+    @admin.display(description="received", ordering="received_at")
+    def received(self, event: WebhookEvent) -> str:
+        return _when(event.received_at)
+
+    @admin.display(description="processed", ordering="processed_at")
+    def processed(self, event: WebhookEvent) -> str:
+        return _when(event.processed_at)
 
     @admin.action(description="Replay selected events", permissions=["replay"])
     def replay(self, request: HttpRequest, queryset: QuerySet[WebhookEvent]) -> None:

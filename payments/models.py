@@ -10,7 +10,14 @@ from django.contrib.contenttypes.models import ContentType
 from django.db import IntegrityError, models
 from django.db.models import Q, Sum
 
-from payments.states import OPEN_STATUSES, PAID_STATUSES, REFUND_HOLDS_MONEY, PaymentStatus, RefundStatus
+from payments.states import (
+    OPEN_STATUSES,
+    PAID_STATUSES,
+    REFUND_HOLDS_MONEY,
+    PaymentStatus,
+    RefundStatus,
+    refund_reason_label,
+)
 
 
 class Installation(models.Model):
@@ -174,7 +181,9 @@ class Payment(models.Model):
         ]
 
     def __str__(self) -> str:
-        return f"Payment {self.pk} ({self.status})"
+        # Only what never changes: admin's history and "Recent actions" keep this text.
+        what = f": {self.description[:60]}" if self.description else ""
+        return f"Payment {self.pk}{what}"
 
     @property
     def payable_reference(self) -> str:
@@ -227,7 +236,21 @@ class Refund(models.Model):
         ]
 
     def __str__(self) -> str:
-        return f"Refund {self.pk} of payment {self.payment_id} ({self.status})"
+        return f"Refund {self.number} of payment {self.payment_id}"
+
+    @property
+    def number(self) -> int:
+        """1 for a payment's first refund, 2 for its second (by creation, then id)."""
+        if self.pk is None:
+            return self.payment.refunds.count() + 1 if self.payment_id else 1
+        earlier = Refund.objects.filter(payment_id=self.payment_id).filter(
+            Q(created_at__lt=self.created_at) | Q(created_at=self.created_at, pk__lt=self.pk)
+        )
+        return earlier.count() + 1
+
+    @property
+    def reason_display(self) -> str:
+        return refund_reason_label(self.reason)
 
 
 class Dispute(models.Model):
@@ -244,7 +267,7 @@ class Dispute(models.Model):
     updated_at = models.DateTimeField(auto_now=True)
 
     def __str__(self) -> str:
-        return f"Dispute {self.stripe_dispute_id} ({self.status})"
+        return f"Dispute {self.stripe_dispute_id}"
 
 
 class WebhookEvent(models.Model):
@@ -273,7 +296,7 @@ class WebhookEvent(models.Model):
         ordering = ["-received_at", "-id"]
 
     def __str__(self) -> str:
-        return f"{self.type} {self.stripe_event_id} ({self.status})"
+        return f"{self.type} {self.stripe_event_id}"
 
 
 class ReconcileState(models.Model):

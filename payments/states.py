@@ -93,3 +93,17 @@ def check_transition(current: str, target: str) -> None:
     """Raise IllegalTransition unless the move is allowed."""
     if not can_transition(current, target):
         raise IllegalTransition(f"A payment cannot move from {current} to {target}.")
+
+
+# Refund reasons in people's words: Stripe's three, and the ones this app gives.
+REFUND_REASON_LABELS = {
+    "requested_by_customer": "Requested by the customer",
+    "duplicate": "Duplicate payment",
+    "fraudulent": "Fraudulent payment",
+    "expired_uncaptured_charge": "Uncaptured charge expired",
+}
+
+
+def refund_reason_label(reason: str) -> str:
+    """A refund's reason for people ("requested_by_customer" → "Requested by the customer")."""
+    return REFUND_REASON_LABELS.get(reason, reason.replace("_", " ").capitalize())

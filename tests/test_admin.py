@@ -55,6 +55,28 @@ def test_staff_with_permission_refunds_forty_percent_through_the_form(stripe_env
     assert "41.20 USD" in entry.change_message and refund.stripe_refund_id in entry.change_message
     page = client.get(f"/admin/payments/payment/{payment.pk}/change/", follow=True)
     assert b"41.20 USD" in page.content
+    # Issue 17: a read-only page offers no Save; labels are for people; refunds are numbered
+    # per payment; the history keeps a title that stays true.
+    text = page.content.decode()
+    assert 'name="_save"' not in text and 'name="_continue"' not in text
+    assert "Refund 1" in text and "Requested by the customer" in text and "Partially refunded" in text
+    assert str(payment) == f"Payment {payment.pk}: {payment.description}"
+    assert entry.object_repr == str(Payment.objects.get(pk=payment.pk))
+    assert str(refund) == f"Refund 1 of payment {payment.pk}"
+
+
+def test_stripe_ids_link_to_the_dashboard_only_when_they_live_at_stripe(settings):
+    from payments.admin import _dashboard
+
+    base = settings.PAYMENTS
+    settings.PAYMENTS = {**base, "API_BASE": "http://127.0.0.1:9", "SECRET_KEY": "sk_test_x"}
+    assert "href" not in _dashboard("payments", "pi_1") and "pi_1" in _dashboard("payments", "pi_1")
+    settings.PAYMENTS = {**base, "API_BASE": "", "SECRET_KEY": "sk_test_x"}
+    test = _dashboard("payments", "pi_1")
+    assert 'href="https://dashboard.stripe.com/test/payments/pi_1"' in test and "(test)" in test
+    settings.PAYMENTS = {**base, "API_BASE": "", "SECRET_KEY": "sk_live_x"}
+    live = _dashboard("payments", "pi_1")
+    assert 'href="https://dashboard.stripe.com/payments/pi_1"' in live and "(live)" in live
 
 
 @pytest.mark.emulator

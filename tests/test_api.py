@@ -622,19 +622,30 @@ def test_list_endpoints_take_a_bounded_number_of_queries(django_assert_max_num_q
 
 
 @pytest.mark.emulator
-def test_failure_email_says_why_the_card_was_declined(stripe_env, mailoutbox):
+def test_a_refused_card_is_emailed_only_when_the_hold_ends_unpaid(
+    stripe_env, mailoutbox, django_capture_on_commit_callbacks
+):
+    """Issue 17: no "did not go through" email for an attempt a retry may fix; one when the hold
+    ends unpaid, saying why the card was refused."""
     from bookings.emails import email_send
+    from bookings.models import EmailLog
+    from bookings.services import booking_expire_due
 
     booking = BookingFactory()
     api = _token_client(booking.user)
-    api.post(
-        f"/api/bookings/{booking.pk}/payment/intent/",
-        {"payment_method_id": stripe_env.card("4000000000009995"), "confirm_immediately": True},
-        format="json",
-    )
-    payment = Payment.objects.get(object_id=str(booking.pk))
-    email_send(booking_id=booking.pk, kind=f"payment_failed:{payment.pk}")
+    with django_capture_on_commit_callbacks(execute=True):
+        api.post(
+            f"/api/bookings/{booking.pk}/payment/intent/",
+            {"payment_method_id": stripe_env.card("4000000000009995"), "confirm_immediately": True},
+            format="json",
+        )
+    assert not EmailLog.objects.filter(booking=booking).exists()
+    Booking.objects.filter(pk=booking.pk).update(expires_at=timezone.now() - timedelta(seconds=1))
+    booking_expire_due()
+    assert list(EmailLog.objects.filter(booking=booking).values_list("kind", flat=True)) == ["unpaid"]
+    email_send(booking_id=booking.pk, kind="unpaid")
     assert "Your card has insufficient funds." in mailoutbox[-1].body
+    assert "seats have been released and nothing was charged" in mailoutbox[-1].body
 
 
 @pytest.mark.emulator

@@ -94,6 +94,11 @@ def payment_start(
     """Start (or resume) paying on `terms`: a double click gets the same intent back."""
     _ensure_payers_card(payment_method_id=payment_method_id, owner=terms.owner)
     payment = _open_attempt(terms, save_payment_method=save_payment_method)
+    if payment.stripe_checkout_session_id:
+        # The payer left Stripe's hosted page to pay by card here: close that page first, or
+        # it could still be paid beside the card (a canceled attempt paid late is refunded).
+        payment_cancel(payment=payment)
+        payment = _open_attempt(terms, save_payment_method=save_payment_method)
     gateway = get_gateway()
     if payment.stripe_payment_intent_id:
         intent = gateway.retrieve_intent(payment.stripe_payment_intent_id)

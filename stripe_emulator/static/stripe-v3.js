@@ -54,10 +54,13 @@
       if (!node) throw new Error("stripe-emulator: mount() needs an element or a selector");
       this.container = document.createElement("div");
       this.container.className = "stripe-emulator-card";
-      [["number", 19], ["exp_month", 2], ["exp_year", 4], ["cvc", 4], ["postal_code", 6]].forEach(([name, size]) => {
+      // Named for screen readers as Stripe's own card fields are.
+      [["number", 19, "Card number"], ["exp_month", 2, "Expiry month"], ["exp_year", 4, "Expiry year"],
+       ["cvc", 4, "Security code (CVC)"], ["postal_code", 6, "Postal code"]].forEach(([name, size, label]) => {
         const input = document.createElement("input");
         input.type = "text";
         input.placeholder = name;
+        input.setAttribute("aria-label", label);
         input.size = size;
         input.autocomplete = "off";
         input.addEventListener("input", () => (this.handlers.change || []).forEach((handler) => handler({complete: this.complete()})));
