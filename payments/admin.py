@@ -27,7 +27,7 @@ from payments.conf import payments_settings
 from payments.exceptions import EventPruned, PaymentError
 from payments.models import Customer, Dispute, Payment, PaymentEvent, ReconcileState, Refund, WebhookEvent
 from payments.policy import REFUND_PERMISSION
-from payments.states import REFUNDABLE_STATUSES
+from payments.states import REFUNDABLE_STATUSES, PaymentStatus, RefundStatus
 from payments.webhooks import HANDLERS, webhook_events_replay
 
 
@@ -138,11 +138,15 @@ class ReadOnlyAdmin(admin.ModelAdmin):
     def has_delete_permission(self, request: HttpRequest, obj: Model | None = None) -> bool:
         return False
 
+    class Media:
+        css = {"all": ["payments/admin.css"]}
+
     def change_view(
         self, request: HttpRequest, object_id: str, form_url: str = "", extra_context: dict | None = None
     ) -> HttpResponse:
         # Staff may open these pages (to refund, to replay), but nothing on them is saved here.
         context = {
+            "title": f"View {self.opts.verbose_name}",
             **(extra_context or {}),
             "show_save": False,
             "show_save_and_continue": False,
@@ -174,6 +178,9 @@ class RefundInline(admin.TabularInline):
 
     def has_add_permission(self, request: HttpRequest, obj: Payment | None = None) -> bool:
         return False
+
+    def has_view_permission(self, request: HttpRequest, obj: Model | None = None) -> bool:
+        return request.user.has_perm("payments.view_payment")  # part of the payment's page
 
     @admin.display(description="refund")
     def number(self, refund: Refund) -> str:
@@ -217,8 +224,11 @@ class PaymentEventInline(admin.TabularInline):
     def what(self, event: PaymentEvent) -> str:
         if event.kind == PaymentEvent.Kind.STRIPE_CALL:
             return f"Stripe {event.operation}: {event.outcome}"
-        subject = f"refund {event.refund_id}" if event.refund_id else "payment"
-        return f"{subject}: {event.from_status or 'new'} → {event.to_status}"
+        labels = dict(RefundStatus.choices if event.refund_id else PaymentStatus.choices)
+        before = labels.get(event.from_status, event.from_status) if event.from_status else "new"
+        after = labels.get(event.to_status, event.to_status)
+        subject = "refund" if event.refund_id else "payment"
+        return f"{subject}: {before} → {after}"
 
 
 class RefundForm(forms.Form):

@@ -92,6 +92,18 @@ ensure_chromium() {
   fi
 }
 
+ensure_axe() {
+  # axe-core from npm (pinned in tests/axe/package-lock.json) for the browser tests' accessibility check.
+  local dir="tests/axe"  # the scripts run from the repository root
+  [ -f "$dir/node_modules/axe-core/axe.min.js" ] && return 0
+  if command -v npm >/dev/null 2>&1; then
+    echo "==> installing axe-core (npm) for the accessibility checks"
+    (cd "$dir" && npm ci --no-audit --no-fund --silent) || echo "==> npm could not install axe-core"
+  else
+    echo "==> npm is not installed: the accessibility checks will fail in CI and be skipped elsewhere"
+  fi
+}
+
 start_own_redis() {
   # A redis-server of this run's own on a free port (nothing on disk), stopped when the script
   # exits: the tests may empty it, and never touch the shared one's data.

@@ -3,6 +3,7 @@ the live server, the Stripe emulator with its stand-in Stripe.js and signed webh
 Celery worker on Redis. Screenshots of every step go to artifacts/screenshots/."""
 
 import os
+import re
 import shutil
 from pathlib import Path
 
@@ -21,6 +22,7 @@ pytestmark = [
 ]
 
 CHROMIUM = os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium")
+AXE = Path(django_settings.BASE_DIR) / "tests" / "axe" / "node_modules" / "axe-core" / "axe.min.js"
 SHOTS = Path(django_settings.BASE_DIR) / "artifacts" / "screenshots"
 PASSWORD = "pass-word-123"
 
@@ -76,6 +78,8 @@ def site(live_server, stripe_env, celery_worker_thread, settings):
         yield live_server.url
 
 
+RESULT = re.compile(r"/result/(\?.*)?$")  # the result page, back from Stripe's page or not
+
 COUNT_CHALLENGES = """
 new MutationObserver((changes) => changes.forEach((change) => change.addedNodes.forEach((node) => {
   if (node.getAttribute && node.getAttribute("role") === "dialog") window.__challengeShown();
@@ -92,6 +96,31 @@ class Steps:
         self.challenges: list[int] = []
         page.expose_function("__challengeShown", lambda: self.challenges.append(1))
         page.add_init_script(COUNT_CHALLENGES)
+
+    def accessibility(self, label: str) -> None:
+        """axe-core on the page as it is: no serious or critical violation (WCAG 2 A/AA and
+        best practices). Run through DevTools, so the site's CSP stays as it is."""
+        if not AXE.exists():
+            message = f"axe-core is not installed at {AXE} (npm ci in tests/axe)."
+            if os.environ.get("CI"):
+                pytest.fail(message)
+            pytest.skip(message)
+        if not self.page.evaluate("() => Boolean(window.axe)"):
+            self.page.evaluate(AXE.read_text() + "\n;undefined")
+        violations = self.page.evaluate(
+            """async () => {
+                const tags = ["wcag2a", "wcag2aa", "wcag21aa", "best-practice"];
+                const found = (await axe.run(document, {runOnly: tags})).violations;
+                return found.filter((v) => v.impact === "serious" || v.impact === "critical").map(
+                    (v) => `${v.id} (${v.impact}): ${v.help} at ${v.nodes.map((n) => n.target.join(" "))}`
+                );
+            }"""
+        )
+        assert violations == [], f"{label}: {violations}"
+
+    def fits(self, width: int) -> None:
+        scroll = self.page.evaluate("document.documentElement.scrollWidth")
+        assert scroll <= width, f"{self.page.url} is {scroll}px wide on a {width}px screen"
 
     def shot(self, label: str) -> None:
         self.count += 1
@@ -111,10 +140,12 @@ class Steps:
         self.shot("event")
         self.page.click("input[type=submit]")
         self.page.wait_for_url("**/pay/")
-        self.page.wait_for_selector("#card-element input[placeholder=number]")
+        self.page.wait_for_selector("#card-element input[placeholder=number]", state="attached")
         self.shot("checkout")
 
     def pay(self, number: str, *, save_card: bool = False) -> None:
+        if self.page.locator("#new-card-choice").count():
+            self.page.check("#new-card-choice")  # a saved card is offered first
         if save_card:
             self.page.check("#save-card")
         for placeholder, value in (
@@ -137,7 +168,7 @@ class Steps:
         button.wait_for(state="detached")
 
     def expect_confirmed(self) -> None:
-        self.page.wait_for_url("**/result/", timeout=20_000)
+        self.page.wait_for_url(RESULT, timeout=20_000)
         self.page.wait_for_selector("#result[data-status=confirmed]", timeout=30_000)
         self.shot("confirmed")
 
@@ -170,10 +201,14 @@ def booker():
 def test_pay_with_a_card_and_see_the_booking_confirmed(steps, booker):
     steps.login("booker")
     steps.shot("events")
+    steps.accessibility("events")
     steps.book("Jazz Night", seats=2)
     assert steps.page.inner_text("#total") == "51.50 USD"
+    assert re.search(r"held until \d\d:\d\d UTC", steps.page.inner_text("#hold"))
+    steps.accessibility("checkout")
     steps.pay("4242424242424242")
     steps.expect_confirmed()
+    steps.accessibility("result")
     booking = Booking.objects.get(user=booker)
     assert booking.status == "confirmed"
     assert Payment.objects.get(object_id=str(booking.pk)).card_last4 == "4242"
@@ -209,6 +244,15 @@ def test_save_this_card_keeps_it_for_next_time(steps, booker, stripe_env):
     customer = Payment.objects.get(owner=booker).stripe_customer_id
     saved = stripe_env.api("GET", "/v1/payment_methods", customer=customer, type="card")["data"]
     assert [m["card"]["last4"] for m in saved] == ["4242"]
+    # The next booking offers that card, chosen already; paying with it needs no card details.
+    steps.book("Jazz Night")
+    choice = steps.page.get_by_label("Visa ending 4242, expires 12/2034")
+    assert choice.is_checked() and steps.page.locator("#new-card").is_hidden()
+    steps.shot("saved-card")
+    steps.page.click("#pay-button")
+    steps.expect_confirmed()
+    second = Payment.objects.filter(owner=booker).order_by("-pk").first()
+    assert second.status == "succeeded" and second.card_last4 == "4242"
 
 
 def test_failed_three_d_secure_then_another_card(steps, booker):
@@ -286,24 +330,146 @@ def test_cancel_and_see_the_refund(steps, booker):
     steps.book("Jazz Night")
     steps.pay("4242424242424242")
     steps.expect_confirmed()
+    booking = Booking.objects.get(user=booker)
     steps.page.goto(f"{steps.base}/my-bookings/")
+    steps.accessibility("my bookings")
     steps.shot("my-bookings")
-    steps.page.click("text=Cancel and refund")
-    steps.page.wait_for_selector("text=is cancelled")
-    row = steps.page.locator("tr", has_text="Jazz Night")
-    assert "Cancelled" in row.inner_text() and "25.75 USD" in row.locator(".refunded").inner_text()
+    steps.page.get_by_role("link", name=f"Cancel booking {booking.reference}").click()
+    steps.page.wait_for_url("**/cancel/")
+    assert "You get 25.75 USD back to the card you paid with." in steps.page.inner_text("#refund-summary")
+    assert Booking.objects.get(pk=booking.pk).status == "confirmed"  # asked, not yet done
+    steps.accessibility("cancel confirmation")
+    steps.shot("cancel-confirmation")
+    steps.page.click("#confirm-cancel")
+    message = steps.page.wait_for_selector(".messages li.success")
+    assert message.inner_text().startswith(
+        f"Booking {booking.reference} is cancelled. 25.75 USD is being refunded"
+    )
+    assert "Refund 1: 25.75 USD" in steps.page.inner_text("#payment-1")
+    assert steps.page.inner_text("#booking-status") == "Cancelled"
+    steps.accessibility("booking page")
     steps.shot("refunded")
     assert Payment.objects.get(owner=booker).status == "refunded"
 
 
-def test_phone_sized_checkout(browser, site, booker):
+def test_failed_three_d_secure_then_try_again(steps, booker):
+    steps.login("booker")
+    steps.book("Pottery Class")
+    steps.pay("4000002500003155")
+    steps.authenticate(succeed=False)
+    steps.page.wait_for_selector("#payment-error:not([hidden])")
+    assert steps.page.inner_text("#pay-button").startswith("Try again: pay ")
+    steps.accessibility("checkout after a failure")
+    steps.shot("try-again")
+    steps.page.click("#pay-button")  # the same card, the bank asks again
+    steps.authenticate()
+    steps.expect_confirmed()
+    assert len(steps.challenges) == 2  # one per try, never two for one
+    booking = Booking.objects.get(user=booker)
+    assert booking.status == "confirmed"
+
+
+def test_pay_on_stripes_hosted_page(steps, booker, stripe_env):
+    steps.login("booker")
+    steps.book("Trail Run")
+    steps.page.click("#hosted-button")
+    steps.page.wait_for_selector("#pay")  # Stripe's page (the emulator's)
+    steps.shot("stripe-page")
+    steps.page.fill("input[name=number]", "4242424242424242")
+    steps.page.click("#pay")
+    steps.expect_confirmed()
+    payment = Payment.objects.get(owner=booker)
+    assert payment.status == "succeeded" and payment.stripe_checkout_session_id
+    assert "session_id=" in steps.page.url
+
+
+def test_leave_stripes_page_then_pay_by_card(steps, booker, stripe_env):
+    steps.login("booker")
+    steps.book("Jazz Night")
+    steps.page.click("#hosted-button")
+    steps.page.wait_for_selector("#cancel")
+    steps.page.click("#cancel")
+    steps.page.wait_for_url(RESULT)
+    assert steps.page.inner_text("#result") == "You left Stripe's page before paying, so nothing was charged."
+    steps.accessibility("result after leaving Stripe's page")
+    steps.shot("left-stripe")
+    steps.page.click("#try-again")
+    steps.page.wait_for_url("**/pay/")
+    steps.page.wait_for_selector("#card-element input[placeholder=number]")
+    steps.pay("4242424242424242")
+    steps.expect_confirmed()
+    attempts = list(Payment.objects.filter(owner=booker).order_by("attempt"))
+    assert [p.status for p in attempts] == ["canceled", "succeeded"]
+    # The hosted page was closed at Stripe before the card was charged: it cannot be paid too.
+    session = stripe_env.api("GET", f"/v1/checkout/sessions/{attempts[0].stripe_checkout_session_id}")
+    assert session["status"] == "expired"
+
+
+def test_staff_refund_part_of_a_payment_in_admin(steps, booker, stripe_env):
+    from django.contrib.auth.models import Permission
+
+    from bookings.services import booking_pay
+
+    booking = Booking.objects.create(
+        user=booker,
+        event=EventFactory(title="Harbour Lights", price=5000),
+        quantity=2,
+        subtotal=10000,
+        fee=300,
+        total=10300,
+        currency="usd",
+    )
+    payment = booking_pay(booking_id=booking.pk, payment_method_id=stripe_env.card(), confirm=True).payment
+    staff = UserFactory(username="staffer", is_staff=True)
+    staff.user_permissions.add(
+        *Permission.objects.filter(codename__in=["view_payment", "refund_payment", "view_webhookevent"])
+    )
+    steps.page.goto(f"{steps.base}/admin/login/")
+    steps.page.fill("#id_username", "staffer")
+    steps.page.fill("#id_password", PASSWORD)
+    steps.page.click("input[type=submit]")
+    steps.page.goto(f"{steps.base}/admin/payments/payment/")
+    steps.fits(1280)
+    steps.shot("payment-list")
+    steps.page.click(f"a[href='/admin/payments/payment/{payment.pk}/change/']")
+    assert steps.page.locator("input[name=_save]").count() == 0
+    steps.page.click("text=Refund…")
+    steps.page.fill("#id_amount", "40.00")
+    steps.page.click("input[type=submit]")
+    steps.shot("refund-review")
+    steps.page.click("text=Yes, refund 40.00 USD")
+    steps.page.wait_for_selector("text=Refund of 40.00 USD made")
+    assert "Refund 1" in steps.page.inner_text("#refunds-group")
+    assert "Partially refunded" in steps.page.inner_text("body")
+    assert steps.page.inner_text("h1") == "View payment"
+    steps.fits(1280)  # its timeline too: long keys wrap
+    steps.shot("refunded")
+    steps.page.goto(f"{steps.base}/admin/payments/webhookevent/")
+    steps.fits(1280)
+    steps.shot("webhook-list")
+
+
+def test_phone_sized_pages(browser, site, booker):
     context = browser.new_context(viewport={"width": 390, "height": 844}, is_mobile=True, has_touch=True)
     page = context.new_page()
     steps = Steps(page, site, "phone")
     steps.login("booker")
+    steps.fits(390)
     steps.book("Jazz Night")
-    width = page.evaluate("document.documentElement.scrollWidth")
-    assert width <= 390, f"the checkout page is {width}px wide on a 390px screen"
+    steps.fits(390)
+    steps.page.goto(f"{site}/my-bookings/")
+    steps.fits(390)
+    # Each row reads as a card with its column names ("Seats 1"), and links to its booking.
+    seats = page.locator("td[data-label=Seats]").first
+    assert (
+        page.evaluate("(td) => getComputedStyle(td, '::before').content", seats.element_handle()) == '"Seats"'
+    )
+    steps.accessibility("my bookings on a phone")
+    steps.shot("my-bookings")
+    page.locator("a.row-link").first.click()
+    page.wait_for_url(re.compile(r"/bookings/\d+/$"))
+    steps.fits(390)
+    steps.shot("booking")
     context.close()
 
 

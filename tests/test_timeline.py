@@ -105,4 +105,4 @@ def test_only_staff_read_a_timeline_and_the_admin_shows_it():
     client.force_login(staff)
     page = client.get(f"/admin/payments/payment/{payment.pk}/change/")
     assert page.status_code == 200
-    assert b"Timeline" in page.content and "payment: processing → succeeded".encode() in page.content
+    assert b"Timeline" in page.content and "payment: Processing → Succeeded".encode() in page.content
