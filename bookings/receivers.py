@@ -61,8 +61,15 @@ def cancel_on_full_refund(sender, payment, refund=None, fully_refunded: bool = F
 @receiver(payment_canceled, dispatch_uid="bookings.release_on_expired_checkout")
 def release_on_expired_checkout(sender, payment, reason: str = "", **kwargs) -> None:
     booking_id = _booking_id(payment)
-    if booking_id is not None and reason == "expired":
-        services.booking_expire(booking_id=booking_id, release_now=True)
+    if booking_id is None or reason != "expired":
+        return
+    try:
+        # Only once the booking's own hold is over: a session closed because the payer went
+        # on to pay by card must not release the seats being paid for (a hosted page always
+        # outlives the hold, so a page that ran out by itself finds the hold over).
+        services.booking_expire(booking_id=booking_id)
+    except BookingError:
+        logger.info("checkout closed within the hold: booking kept", extra={"booking_id": booking_id})
 
 
 @receiver(payment_disputed, dispatch_uid="bookings.flag_on_dispute")

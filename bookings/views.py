@@ -6,7 +6,7 @@ from django.contrib import messages
 from django.contrib.auth import login
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import ValidationError
-from django.http import HttpResponse
+from django.http import HttpResponse, HttpResponseRedirect
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.utils.http import url_has_allowed_host_and_scheme, urlencode
@@ -128,7 +128,10 @@ def payment_result(request, pk: int):
     payment = payment_selectors.latest_payment(booking)
     state, reason = booking.status, ""
     if booking.status == Booking.Status.PENDING:
-        if (payment is not None and payment.status == "failed") or "failed" in request.GET:
+        settled_badly = payment is None or payment.status in ("failed", "canceled")
+        if (payment is not None and payment.status == "failed") or (
+            "failed" in request.GET and settled_badly
+        ):
             state, reason = "failed", failure_text(payment)
         elif "canceled" in request.GET and not (payment and payment.status in ("processing", "succeeded")):
             state, reason = "failed", "You left Stripe's page before paying, so nothing was charged."
@@ -146,9 +149,16 @@ def payment_result(request, pk: int):
 
 def _refund_on_cancel(request, booking: Booking) -> dict:
     """What cancelling `booking` now gives back: {payment, amount, allowed, why_not}."""
-    payment = payment_selectors.payments_of(booking).sales().filter(status__in=REFUNDABLE_STATUSES).first()
+    payments = payment_selectors.payments_of(booking)
+    payment = payments.sales().first()
     if payment is None:
+        if payments.filter(status__in=("processing", "requires_action")).exists():
+            why = "A payment for it is going through right now; try again in a minute."
+            return {"payment": None, "amount": "", "allowed": False, "why_not": why}
         return {"payment": None, "amount": "", "allowed": True, "why_not": ""}
+    if payment.status not in REFUNDABLE_STATUSES:
+        why = f"Its payment is {payment.get_status_display().lower()}; please contact us."
+        return {"payment": payment, "amount": "", "allowed": False, "why_not": why}
     allowed, most = refund_allowed(user=request.user, payment=payment, starts_at=booking.event.starts_at)
     why_not = ""
     if not allowed:
@@ -256,5 +266,6 @@ def signup(request):
         user = form.save()
         login(request, user, backend="django.contrib.auth.backends.ModelBackend")
         messages.success(request, f"Welcome, {user.get_username()}.")
-        return redirect(after or "event-list")
+        # A path, never a view name: redirect() would try to reverse "foo" and fail.
+        return HttpResponseRedirect(after or reverse("event-list"))
     return render(request, "registration/signup.html", {"form": form, "next": after})

@@ -182,6 +182,9 @@ class RefundInline(admin.TabularInline):
     def has_view_permission(self, request: HttpRequest, obj: Model | None = None) -> bool:
         return request.user.has_perm("payments.view_payment")  # part of the payment's page
 
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Refund]:
+        return super().get_queryset(request).with_numbers()  # type: ignore[attr-defined]
+
     @admin.display(description="refund")
     def number(self, refund: Refund) -> str:
         return f"Refund {refund.number}"
@@ -423,7 +426,7 @@ class PaymentAdmin(ReadOnlyAdmin):
             action_flag=CHANGE,
             single_object=True,
             change_message=(
-                f"Refunded {money.format_amount(refund.amount, refund.currency)} (refund {refund.pk}, "
+                f"Refunded {money.format_amount(refund.amount, refund.currency)} (refund {refund.number}, "
                 f"Stripe {refund.stripe_refund_id or 'pending'}, reason {refund.reason})."
             ),
         )
@@ -529,6 +532,9 @@ class RefundAdmin(ReadOnlyAdmin):
     list_select_related = ("requested_by",)
     show_full_result_count = False
     paginator = EstimatedCountPaginator
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Refund]:
+        return super().get_queryset(request).with_numbers()  # type: ignore[attr-defined]
 
     @admin.display(description="amount", ordering="amount")
     def amount_display(self, refund: Refund) -> str:

@@ -9,6 +9,7 @@ from django.contrib.contenttypes.fields import GenericForeignKey
 from django.contrib.contenttypes.models import ContentType
 from django.db import IntegrityError, models
 from django.db.models import Q, Sum
+from django.db.models.functions import Coalesce
 
 from payments.states import (
     OPEN_STATUSES,
@@ -201,6 +202,25 @@ class Payment(models.Model):
         return max(self.total - self.refunded_amount(), 0)
 
 
+class RefundQuerySet(models.QuerySet):
+    def with_numbers(self) -> RefundQuerySet:
+        """Each refund's place among its payment's refunds, counted in the same query."""
+        earlier = (
+            Refund.objects.filter(payment_id=models.OuterRef("payment_id"))
+            .filter(
+                Q(created_at__lt=models.OuterRef("created_at"))
+                | Q(created_at=models.OuterRef("created_at"), pk__lt=models.OuterRef("pk"))
+            )
+            .order_by()
+            .values("payment_id")
+            .annotate(n=models.Count("pk"))
+            .values("n")
+        )
+        return self.annotate(
+            earlier_refunds=Coalesce(models.Subquery(earlier, output_field=models.IntegerField()), 0)
+        )
+
+
 class Refund(models.Model):
     """Money sent back for a payment, made here or imported from Stripe."""
 
@@ -223,6 +243,8 @@ class Refund(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
+    objects = RefundQuerySet.as_manager()
+
     class Meta:
         ordering = ["-created_at", "-id"]
         indexes = [models.Index(fields=["status"])]
@@ -240,7 +262,11 @@ class Refund(models.Model):
 
     @property
     def number(self) -> int:
-        """1 for a payment's first refund, 2 for its second (by creation, then id)."""
+        """1 for a payment's first refund, 2 for its second (by creation, then id); lists read
+        it from RefundQuerySet.with_numbers()' annotation, one query for the page."""
+        annotated = getattr(self, "earlier_refunds", None)
+        if annotated is not None:
+            return annotated + 1
         if self.pk is None:
             return self.payment.refunds.count() + 1 if self.payment_id else 1
         earlier = Refund.objects.filter(payment_id=self.payment_id).filter(

@@ -229,3 +229,20 @@ def test_search_in_descriptions_is_served_by_the_trigram_index():
         cursor.execute("SET LOCAL enable_seqscan = off")  # a tiny table would be scanned anyway
     plan = Payment.objects.filter(description__icontains="QX7P2K").explain()
     assert "payments_payment_description_trgm" in plan, plan
+
+
+def test_the_refund_list_numbers_refunds_in_one_query(django_assert_max_num_queries):
+    payments = [PaymentFactory(status="partially_refunded", idempotency_key=f"n-{i}") for i in range(3)]
+    for payment in payments:
+        for n in range(10):
+            Refund.objects.create(
+                payment=payment,
+                amount=10,
+                currency="usd",
+                status="succeeded",
+                idempotency_key=f"{payment.pk}-{n}",
+            )
+    _, client = _staff()
+    with django_assert_max_num_queries(12):
+        page = client.get("/admin/payments/refund/").content.decode()
+    assert page.count("Refund 10 of payment") == 3 and page.count("Refund 1 of payment") == 3

@@ -225,8 +225,17 @@ def test_checkout_completed_twice(deliver, django_capture_on_commit_callbacks):
     assert len(got.received) == 1
 
 
-def test_checkout_expired_releases_the_seats(deliver, django_capture_on_commit_callbacks):
+@pytest.mark.parametrize("hold_over", [True, False])
+def test_checkout_expired_releases_the_seats(deliver, django_capture_on_commit_callbacks, hold_over):
+    """A session that ran out releases the seats once the booking's hold is over; one closed
+    while the hold still runs (the payer went on to pay by card) keeps them (issue 17)."""
+    from datetime import timedelta
+
+    from django.utils import timezone
+
     payment = PaymentFactory(stripe_checkout_session_id="cs_test_2")
+    if hold_over:
+        Booking.objects.filter(pk=payment.object_id).update(expires_at=timezone.now() - timedelta(seconds=1))
     session = stripe_object(
         "checkout.session",
         id="cs_test_2",
@@ -239,8 +248,12 @@ def test_checkout_expired_releases_the_seats(deliver, django_capture_on_commit_c
         _process_all()
     assert Payment.objects.get(pk=payment.pk).status == PaymentStatus.CANCELED
     booking = Booking.objects.get(pk=payment.object_id)
-    assert booking.status == Booking.Status.EXPIRED
-    assert booking.event.seats_left() == booking.event.capacity
+    if hold_over:
+        assert booking.status == Booking.Status.EXPIRED
+        assert booking.event.seats_left() == booking.event.capacity
+    else:
+        assert booking.status == Booking.Status.PENDING
+        assert booking.event.seats_left() == booking.event.capacity - booking.quantity
 
 
 def test_dispute_created_and_won(deliver, django_capture_on_commit_callbacks):

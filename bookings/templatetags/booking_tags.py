@@ -8,6 +8,8 @@ from payments.states import refund_reason_label
 
 register = template.Library()
 
+START = object()  # "no moment given": the event's start (an explicit None shows nothing)
+
 
 @register.simple_tag(name="money")
 def money_tag(minor: int, currency: str) -> str:
@@ -23,12 +25,12 @@ def seats_left(event) -> int:
 
 
 @register.simple_tag
-def event_time(event, moment=None, style: str = "long") -> str:
+def event_time(event, moment=START, style: str = "long") -> str:
     """`moment` (default: the event's start) in the event's time zone, with the zone named:
     "Friday 4 December 2026, 19:00 CET (Europe/Berlin)"; style "short" or "time" for less."""
-    if moment is None:
+    if moment is START:
         moment = event.starts_at
-    if moment is None:
+    if moment is None or moment == "":
         return ""
     local = event.local(moment)
     pattern = {"long": "l j F Y, H:i", "short": "D j M Y, H:i", "time": "H:i"}[style]

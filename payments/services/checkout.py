@@ -71,9 +71,16 @@ def payment_checkout_start(
         )
     with transaction.atomic():
         locked = _lock_payment(payment.pk)
-        locked.stripe_checkout_session_id = session.id
-        locked.stripe_customer_id = customer.stripe_customer_id
-        locked.save()
+        raced = bool(locked.stripe_payment_intent_id) and not locked.stripe_checkout_session_id
+        if not raced:
+            locked.stripe_checkout_session_id = session.id
+            locked.stripe_customer_id = customer.stripe_customer_id
+            locked.save()
+    if raced:
+        # A card payment of this attempt started meanwhile (another tab, a double click): it
+        # keeps the attempt; the page just made is closed, so only one of them can be paid.
+        gateway.expire_checkout_session(session.id, idempotency_key=f"{payment.idempotency_key}:expire-raced")
+        raise IllegalTransition("A card payment for this is already under way.", code="payment_in_progress")
     logger.info("checkout session created", extra=_log_extra(locked, checkout_session=session.id))
     return locked, session
 
