@@ -24,6 +24,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from bench import load
+from bench.djstripe_target import EVENT_TABLE, DjStripe
+from bench.djstripe_target import LABEL as DJSTRIPE_LABEL
 from bench.events import write_events
 from bench.profile import profiled
 from bench.stack import WEB_WORKERS, BenchStack
@@ -35,6 +37,8 @@ ACK_TARGETS = {
     "plain": ("plain: construct_event + one INSERT", "/bench/plain/", TABLE),
     "floor": ("floor: verify_header + json.loads + one INSERT", "/bench/floor/", TABLE),
     "ours": ("this project's /api/webhooks/stripe/", "/api/webhooks/stripe/", "payments_webhookevent"),
+    # Served by its own gunicorn from its own venv (bench/djstripe.py); path and table are its own.
+    "djstripe": (DJSTRIPE_LABEL, "", EVENT_TABLE),
 }
 BENCHMARKS = ("ack", "e2e", "start", "reconcile", "admin")
 # PAYMENTS["WEBHOOK_NUDGE_INTERVAL"] in the settings the stack runs with.
@@ -43,9 +47,13 @@ NUDGE_INTERVAL = 0.1
 MAX_RATE = 6000
 
 
-def ack(stack: BenchStack, args: argparse.Namespace, workdir: Path) -> dict:
+def ack(stack: BenchStack, args: argparse.Namespace, workdir: Path, names: list[str] | None = None) -> dict:
     """Acknowledgement: every request a distinct signed event; medians of rotated rounds."""
-    names = list(ACK_TARGETS)
+    names = names or args.ack_targets
+    djstripe = stack.extras.get("djstripe")
+    if "djstripe" in names and djstripe is None:
+        djstripe = stack.extras["djstripe"] = DjStripe(stack)
+        djstripe.start()
     results: dict[str, list[load.Result]] = {name: [] for name in names}
     failures: list[str] = []
     for round_no in range(args.rounds):
@@ -53,13 +61,21 @@ def ack(stack: BenchStack, args: argparse.Namespace, workdir: Path) -> dict:
         for name in order:
             _label, path, table = ACK_TARGETS[name]
             stack.sql(f"TRUNCATE {TABLE}, payments_webhookevent")
+            if djstripe is not None:
+                djstripe.sql(
+                    "TRUNCATE djstripe_webhookeventtrigger, djstripe_event, djstripe_paymentintent CASCADE"
+                )
             stack.redis.flushall()
             warm, measured = workdir / "warm.events", workdir / "measured.events"
             write_events(warm, int(MAX_RATE * args.warmup) + 1000, stack.webhook_secret)
             write_events(measured, int(MAX_RATE * args.duration) + 1000, stack.webhook_secret)
-            url = f"{stack.site_url}{path}"
+            url = (
+                f"{djstripe.url}{djstripe.path}"
+                if name == "djstripe" and djstripe
+                else f"{stack.site_url}{path}"
+            )
             first = load.run(url, warm, seconds=args.warmup, connections=args.connections)
-            worker = stack.web_workers()[0]
+            worker = stack.web_workers("djstripe" if name == "djstripe" else "web")[0]
             with profiled(stack, f"{name}-{round_no + 1}", worker, on=name in args.profile):
                 result = load.run(url, measured, seconds=args.duration, connections=args.connections)
             time.sleep(1)  # requests in flight when the load stopped finish before anything is counted
@@ -73,7 +89,10 @@ def ack(stack: BenchStack, args: argparse.Namespace, workdir: Path) -> dict:
                 failures.append(f"{name}: {result.non2xx} non-2xx, {result.socket_errors} socket errors")
             if table:
                 acknowledged = first.requests + result.requests - first.non2xx - result.non2xx
-                stored = stack.sql(f"SELECT count(*), count(DISTINCT {_id_column(table)}) FROM {table}")[0]  # noqa: S608
+                count_sql = f"SELECT count(*), count(DISTINCT {_id_column(table)}) FROM {table}"  # noqa: S608
+                stored = (
+                    djstripe.sql(count_sql) if name == "djstripe" and djstripe else stack.sql(count_sql)
+                )[0]
                 # wrk stops with up to one request per connection in flight: stored, not counted.
                 if not (
                     stored[0] == stored[1]
@@ -107,10 +126,28 @@ def ack(stack: BenchStack, args: argparse.Namespace, workdir: Path) -> dict:
     return {"rows": rows, "failures": failures}
 
 
+def _with_djstripe(args: argparse.Namespace) -> list[str]:
+    """The benchmarks to run: e2e is read against dj-stripe's acknowledgement in the same run, so
+    without ack (or ack without dj-stripe) dj-stripe is measured on its own first."""
+    if "e2e" in args.what and not ("ack" in args.what and "djstripe" in args.ack_targets):
+        return ["djstripe", *args.what]
+    return list(args.what)
+
+
+def _djstripe_rate(report: dict) -> float | None:
+    for name in ("ack", "djstripe"):
+        for row in report.get(name, {}).get("rows", []):
+            if row["target"] == DJSTRIPE_LABEL:
+                return float(row["req_s"])
+    return None
+
+
 def run_one(name: str, stack: BenchStack, args: argparse.Namespace, workdir: Path) -> dict:
     """Run benchmark `name`; its report (figures and failures)."""
     if name == "ack":
         return ack(stack, args, workdir)
+    if name == "djstripe":
+        return ack(stack, args, workdir, names=["bare", "djstripe"])
     _django_for(stack)
     if name == "e2e":
         from bench.e2e import e2e
@@ -138,7 +175,7 @@ def _django_for(stack: BenchStack) -> None:
 
 
 def _id_column(table: str) -> str:
-    return "stripe_event_id" if table == "payments_webhookevent" else "event_id"
+    return {"payments_webhookevent": "stripe_event_id", EVENT_TABLE: "id"}.get(table, "event_id")
 
 
 def table(rows: list[dict]) -> str:
@@ -154,6 +191,10 @@ def main() -> int:
     parser.add_argument("--warmup", type=float, default=3.0, help="seconds of warm-up before each")
     parser.add_argument("--rounds", type=int, default=3, help="rounds, targets rotated each round")
     parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument(
+        "--ack-targets", nargs="*", default=list(ACK_TARGETS), choices=list(ACK_TARGETS),
+        help="ack: which targets (default: all, dj-stripe among them)",
+    )  # fmt: skip
     parser.add_argument("--events", type=int, default=2000, help="e2e: events in the backlog")
     parser.add_argument("--lag-seconds", type=float, default=10.0, help="e2e: seconds of the steady stream")
     parser.add_argument("--payments", type=int, default=1_000_000, help="admin: payments in the table")
@@ -185,7 +226,7 @@ def main() -> int:
     try:
         stack.start()
         with tempfile.TemporaryDirectory() as workdir:
-            for name in args.what:
+            for name in _with_djstripe(args):
                 started = time.monotonic()
                 try:
                     report[name] = run_one(name, stack, args, Path(workdir))
@@ -197,7 +238,7 @@ def main() -> int:
         stack.stop()
     failures: list[str] = [
         f"{name}: crashed: {report[name]['crashed']}"
-        for name in BENCHMARKS
+        for name in ("djstripe", *BENCHMARKS)
         if "crashed" in report.get(name, {})
     ]
     if "ack" in report and "rows" in report["ack"]:
@@ -207,15 +248,28 @@ def main() -> int:
         )
         print(table(report["ack"]["rows"]))
         failures += report["ack"]["failures"]
+    if "djstripe" in report and "rows" in report["djstripe"]:
+        row = report["djstripe"]["rows"][-1]
+        print(f"\n{row['target']}: {row['req_s']} req/s, p99 {row['p99_ms']} ms (the end to end reference)")
+        failures += report["djstripe"]["failures"]
     if "e2e" in report and "events" in report["e2e"]:
         e = report["e2e"]
+        reference = _djstripe_rate(report)
         print(
             f"\nEnd to end (one worker process, solo pool): {e['events_per_s']} events/s applied "
-            f"({e['events']} events: payment succeeded, booking confirmed, two emails enqueued); "
+            f"({e['events']} events: payment succeeded, booking confirmed, two emails recorded, enqueued); "
             f"lag from the webhook's 200 to the booking confirmed at {e['stream_rate']} events/s: "
             f"p50 {e['lag_p50_ms']} ms, p99 {e['lag_p99_ms']} ms"
         )
         failures += e["failures"]
+        if reference:
+            e["x_djstripe"] = round(e["events_per_s"] / reference, 1)
+            print(
+                f"  = {e['x_djstripe']} × what dj-stripe acknowledges in this run ({reference:.0f}/s;"
+                " goal ≥ 10 ×)"
+            )
+            if e["x_djstripe"] < 10:
+                failures.append(f"e2e: {e['x_djstripe']} × dj-stripe's acknowledgement (goal ≥ 10 ×)")
     if "start" in report and "rows" in report["start"]:
         st = report["start"]
         print(f"\nPayment start ({st['starts']} starts each, in-process, Stripe the emulator)\n")

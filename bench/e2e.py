@@ -148,9 +148,16 @@ def e2e(stack: BenchStack, args, workdir: Path) -> dict:
             f"e2e: {count} events, {succeeded} payments succeeded, {confirmed} bookings confirmed, "
             f"most attempts {attempts_max} (want {len(backlog)}, once each)"
         )
-    emails = stack.redis.llen(EMAIL_QUEUE)
-    if emails != 2 * len(backlog):
-        failures.append(f"e2e: {emails} emails enqueued for {len(backlog)} confirmations (want two each)")
+    emails = stack.sql(
+        "SELECT count(*) FROM bookings_emaillog WHERE booking_id = ANY(%s) AND status = 'pending'",
+        ([b for b, *_ in backlog],),
+    )[0][0]
+    # Recorded with the confirmations, their sending enqueued in tasks of up to ten emails each.
+    tasks = stack.redis.llen(EMAIL_QUEUE)
+    if emails != 2 * len(backlog) or not len(backlog) / 5 <= tasks <= 2 * len(backlog):
+        failures.append(
+            f"e2e: {emails} emails recorded in {tasks} tasks for {len(backlog)} confirmations (want two each)"
+        )
 
     # Lag: a steady stream at about half that rate, the worker running.
     stream_rate = max(10.0, min(rate / 2, 300.0))

@@ -8,6 +8,7 @@ import subprocess
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import redis
 import requests
@@ -26,6 +27,8 @@ class BenchStack:
     run_dir: Path
     postgres_url: str = "postgres://postgres@127.0.0.1:5432"
     processes: dict[str, subprocess.Popen] = field(default_factory=dict)
+    # Parts started on demand (dj-stripe's site): each has stop(), called after the processes stop.
+    extras: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.run_dir.mkdir(parents=True, exist_ok=True)
@@ -88,6 +91,8 @@ class BenchStack:
     def stop(self) -> None:
         for name in list(self.processes):
             stop_process(self.processes.pop(name))
+        for extra in self.extras.values():
+            extra.stop()
         self._admin(f'DROP DATABASE IF EXISTS "{self.database}" WITH (FORCE)')
 
     def start_worker(self) -> None:
@@ -100,9 +105,9 @@ class BenchStack:
             ],
         )  # fmt: skip
 
-    def web_workers(self) -> list[int]:
-        """The pids of gunicorn's workers (children of its master)."""
-        master = self.processes["web"].pid
+    def web_workers(self, server: str = "web") -> list[int]:
+        """The pids of gunicorn's workers (children of its master) of `server`."""
+        master = self.processes[server].pid
         children = Path(f"/proc/{master}/task/{master}/children").read_text().split()
         return [int(pid) for pid in children]
 

@@ -14,7 +14,17 @@ from payments import money
 from payments import selectors as payment_selectors
 from payments.models import Payment
 
-__all__ = ["Email", "EmailNotSent", "compose", "email_give_up", "email_queue", "email_send", "emails_sweep"]
+__all__ = [
+    "Email",
+    "EmailNotSent",
+    "compose",
+    "email_give_up",
+    "email_queue",
+    "email_send",
+    "emails_queue",
+    "emails_send",
+    "emails_sweep",
+]
 
 
 def _amount(minor: int, currency: str) -> str:
@@ -101,6 +111,7 @@ OUTBOX = Outbox(
     log=EmailLog,
     owner="booking",
     task="bookings.tasks.send_booking_email",
+    batch_task="bookings.tasks.send_booking_emails",
     load=_load,
     compose=compose,
     recipient_of=recipient_of,
@@ -115,6 +126,11 @@ def email_queue(*, booking: Booking, kind: str) -> None:
     OUTBOX.queue(booking, kind)
 
 
+def emails_queue(items: list[tuple[Booking, str]]) -> None:
+    """Record many (booking, kind) emails at once, in the caller's transaction."""
+    OUTBOX.queue_many(items)
+
+
 def emails_sweep(*, older_than: timedelta) -> int:
     """Enqueue again the booking emails whose task was lost or whose worker died; how many."""
     return OUTBOX.sweep(older_than=older_than)
@@ -123,6 +139,11 @@ def emails_sweep(*, older_than: timedelta) -> int:
 def email_send(*, booking_id: int, kind: str) -> EmailLog:
     """Send the booking's email of `kind` once; raises EmailNotSent when a retry may help."""
     return OUTBOX.send(booking_id, kind)  # type: ignore[return-value]
+
+
+def emails_send(*, items: list[list], retry) -> int:
+    """Send several booking emails recorded together; `retry(booking_id, kind)` for one that failed."""
+    return OUTBOX.send_many(items, retry=retry)
 
 
 def email_give_up(*, booking_id: int, kind: str, error: str) -> None:

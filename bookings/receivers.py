@@ -17,7 +17,7 @@ from payments.signals import (
     payment_canceled,
     payment_disputed,
     payment_refunded,
-    payment_succeeded,
+    payments_succeeded,
 )
 
 logger = logging.getLogger(__name__)
@@ -27,22 +27,22 @@ def _booking_id(payment) -> int | None:
     return payment_selectors.payable_id(payment, Booking)
 
 
-@receiver(payment_succeeded, dispatch_uid="bookings.confirm_on_payment")
-def confirm_on_payment(sender, payment, **kwargs) -> None:
-    booking_id = _booking_id(payment)
-    if booking_id is None:
+@receiver(payments_succeeded, dispatch_uid="bookings.confirm_on_payments")
+def confirm_on_payments(sender, payments, **kwargs) -> None:
+    """Confirm the bookings paid for, all at once (a webhook drain sends its whole batch)."""
+    paid_for = {
+        booking_id: payment for payment in payments if (booking_id := _booking_id(payment)) is not None
+    }
+    if not paid_for:
         return
-    try:
-        services.booking_confirm(booking_id=booking_id)
-    except BookingError as error:
+    for booking_id, error in services.bookings_confirm(booking_ids=list(paid_for)).items():
         # Charged, but the booking cannot be confirmed (its seats were sold after the hold ran
         # out, or it was cancelled meanwhile): give the money back.
         logger.error(
             "paid booking cannot be confirmed: refunding",
             extra={"booking_id": booking_id, "error_code": error.code},
         )
-        enqueue(refund_unseated_payment, payment.pk)
-        return
+        enqueue(refund_unseated_payment, paid_for[booking_id].pk)
 
 
 @receiver(payment_refunded, dispatch_uid="bookings.cancel_on_full_refund")

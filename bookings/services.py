@@ -141,6 +141,44 @@ def booking_confirm(*, booking_id: int) -> Booking:
 
 
 @transaction.atomic
+def bookings_confirm(*, booking_ids: list[int]) -> dict[int, BookingError]:
+    """Mark many paid bookings confirmed at once (a batch of payments); idempotent. Returns the
+    bookings that cannot be, with why (their seats were sold after the hold ran out, or they were
+    cancelled): their payments need a refund.
+
+    Pending bookings, the usual case, are confirmed and their emails recorded with a few queries for
+    all of them; any other is left to booking_confirm, one by one."""
+    bookings = list(
+        Booking.objects.select_for_update(of=("self",))
+        .select_related("event__host", "user")
+        .filter(pk__in=booking_ids)
+        .order_by("pk")
+    )
+    pending = [booking for booking in bookings if booking.status == Booking.Status.PENDING]
+    if pending:
+        now = timezone.now()
+        Booking.objects.filter(pk__in=[booking.pk for booking in pending]).update(
+            status=Booking.Status.CONFIRMED, confirmed_at=now, expires_at=None, updated_at=now
+        )
+        for booking in pending:
+            _move(booking, Booking.Status.CONFIRMED)
+            booking.confirmed_at, booking.expires_at, booking.updated_at = now, None, now
+            logger.info("booking confirmed", extra={"booking_id": booking.pk})
+        # The emails are recorded with the confirmation itself (an outbox): a lost enqueue is swept.
+        emails.emails_queue(
+            [(booking, kind) for booking in pending for kind in ("confirmed", "host_confirmed")]
+        )
+    refused: dict[int, BookingError] = {}
+    for booking in bookings:
+        if booking.status not in (Booking.Status.PENDING, Booking.Status.CONFIRMED):
+            try:
+                booking_confirm(booking_id=booking.pk)
+            except BookingError as error:
+                refused[booking.pk] = error
+    return refused
+
+
+@transaction.atomic
 def booking_cancel(*, booking_id: int) -> Booking:
     """Cancel a booking and release its seats; idempotent for an already cancelled one."""
     booking = _lock_booking(booking_id)

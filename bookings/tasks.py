@@ -5,7 +5,7 @@ from __future__ import annotations
 from celery import shared_task
 
 from bookings.conf import booking_setting
-from payments.queue import backoff
+from payments.queue import backoff, enqueue
 
 
 @shared_task(bind=True, acks_late=True, max_retries=None)
@@ -29,6 +29,23 @@ def sweep_pending_emails() -> int:
     from bookings import emails
 
     return emails.emails_sweep(older_than=booking_setting("EMAIL_SWEEP_AFTER"))
+
+
+@shared_task(acks_late=True)
+def send_booking_emails(items: list[list]) -> int:
+    """Send several booking emails recorded together (a batch of confirmations); one that fails
+    is retried on its own by send_booking_email, with backoff."""
+    from bookings import emails
+
+    def retry(booking_id: int, kind: str) -> None:
+        enqueue(
+            send_booking_email,
+            booking_id,
+            kind,
+            countdown=backoff(1, base=booking_setting("EMAIL_RETRY_DELAY")),
+        )
+
+    return emails.emails_send(items=items, retry=retry)
 
 
 @shared_task(acks_late=True)

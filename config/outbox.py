@@ -32,6 +32,10 @@ EMAILS = Counter("site_emails_total", "Emails by outcome (sent, retry, failed)."
 
 logger = logging.getLogger(__name__)
 
+# Emails per batch task: a drained batch of confirmations costs a few publishes, not one per email,
+# and a pool of workers still shares them out.
+BATCH_EMAILS = 10
+
 # Failures that mean "the message did not go out": safe to try again.
 TRANSIENT_ERRORS = (smtplib.SMTPException, OSError)
 
@@ -83,6 +87,8 @@ class Outbox:
     compose: Callable[[Any, str], Email]
     recipient_of: Callable[[Any, str], str]
     message_id: Callable[[Any, str], str]  # (object id, kind) -> a stable Message-ID
+    # The task (a list of [object id, kind]) that sends several emails recorded together, if any.
+    batch_task: str = ""
     claim_expires_after: Callable[[], timedelta] = lambda: timedelta(minutes=5)
     max_attempts: Callable[[], int] = lambda: 5
 
@@ -103,6 +109,44 @@ class Outbox:
         )
         if log.status == OutboxEmail.Status.PENDING:
             enqueue(self.task, obj.pk, kind)
+
+    def queue_many(self, items: list[tuple[Any, str]]) -> None:
+        """`queue` for many (object, kind) at once: one INSERT for their rows (a row already there
+        is kept), then their sending enqueued once that commits, BATCH_EMAILS per task when the
+        outbox has a batch task (a task for a row already sent finds it sent and sends nothing)."""
+        recipients = [(obj, kind, self.recipient_of(obj, kind)) for obj, kind in items]
+        self.log._default_manager.bulk_create(
+            [
+                self.log(
+                    **{self.owner: obj, "kind": kind},
+                    recipient=recipient or "",
+                    status=OutboxEmail.Status.PENDING if recipient else OutboxEmail.Status.FAILED,
+                )
+                for obj, kind, recipient in recipients
+            ],
+            ignore_conflicts=True,
+        )
+        due = [[obj.pk, kind] for obj, kind, recipient in recipients if recipient]
+        if not self.batch_task:
+            for owner_id, kind in due:
+                enqueue(self.task, owner_id, kind)
+            return
+        for start in range(0, len(due), BATCH_EMAILS):
+            enqueue(self.batch_task, due[start : start + BATCH_EMAILS])
+
+    def send_many(self, items: list[list[Any]], *, retry: Callable[[Any, str], None]) -> int:
+        """Send each (object id, kind) of a batch task once; one that fails goes to `retry` (its
+        own task, with backoff) and the others go on. Returns how many were sent."""
+        sent = 0
+        for owner_id, kind in items:
+            try:
+                sent += self.send(owner_id, kind).status == OutboxEmail.Status.SENT
+            except EmailNotSent:
+                retry(owner_id, kind)
+            except Exception:
+                # Left pending (or claimed): the sweep sends it again.
+                logger.exception("email not sent", extra=self._extra(owner_id, kind))
+        return sent
 
     def sweep(self, *, older_than: timedelta) -> int:
         """Enqueue again the emails still pending after `older_than` (their task was lost) and those

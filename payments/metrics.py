@@ -95,7 +95,7 @@ RECONCILE_FINDINGS = _counter(
 )
 
 
-def inc_on_commit(metric: Any, **labels: str) -> None:
-    """Count once the current transaction commits (a rolled-back change counts nothing)."""
+def inc_on_commit(metric: Any, *, by: float = 1, **labels: str) -> None:
+    """Count `by` once the current transaction commits (a rolled-back change counts nothing)."""
     target = metric.labels(**labels) if labels else metric
-    transaction.on_commit(target.inc, robust=True)
+    transaction.on_commit(lambda: target.inc(by), robust=True)

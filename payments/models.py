@@ -188,7 +188,9 @@ class Payment(models.Model):
 
     @property
     def payable_reference(self) -> str:
-        return f"{self.content_type.app_label}.{self.content_type.model}:{self.object_id}"
+        # get_for_id: from ContentType's own cache, not a query per payment.
+        kind = ContentType.objects.get_for_id(self.content_type_id)
+        return f"{kind.app_label}.{kind.model}:{self.object_id}"
 
     def refunded_amount(self) -> int:
         """Minor units refunded or on their way back (pending refunds hold their amount)."""

@@ -4,6 +4,10 @@ from django.dispatch import Signal
 
 #: A payment succeeded. Arguments: payment, reason.
 payment_succeeded = Signal()
+#: The payments that succeeded together: once per committed transaction outside a webhook drain (a
+#: list of one), once per drained batch inside one. Sent after each one's payment_succeeded; a host
+#: that confirms many things at once listens to this one instead. Arguments: payments (a list).
+payments_succeeded = Signal()
 #: A payment attempt failed. Arguments: payment, reason.
 payment_failed = Signal()
 #: Money went back to the payer. Arguments: payment, refund (None when imported without a row),

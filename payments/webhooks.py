@@ -23,9 +23,10 @@ from payments import metrics, services, timeline
 from payments.conf import payments_settings
 from payments.exceptions import EventPruned
 from payments.gateway import get_gateway
-from payments.gateway.base import EventInfo
+from payments.gateway.base import EventInfo, IntentInfo
 from payments.models import WebhookEvent
 from payments.queue import enqueue, nudge
+from payments.rows import update_rows
 from payments.states import RefundStatus
 
 logger = logging.getLogger(__name__)
@@ -246,37 +247,103 @@ def _pruned(row: WebhookEvent) -> EventPruned:
     )
 
 
-def webhook_events_drain(*, seconds: float | None = None) -> tuple[list[WebhookEvent], bool]:
+# Events claimed and applied per transaction by a drain.
+DRAIN_BATCH = 100
+
+
+def webhook_events_drain(
+    *, seconds: float | None = None, batch_size: int = DRAIN_BATCH
+) -> tuple[list[WebhookEvent], bool]:
     """Process pending events, oldest first, until none is left or `seconds` have passed.
 
-    Returns the events processed and whether it stopped for time (events may be left). Each
-    event is claimed with SKIP LOCKED in its own transaction, so drains running side by side
-    share the backlog and never wait on each other or process an event twice.
+    Returns the events processed and whether it stopped for time (events may be left). Events are
+    claimed with SKIP LOCKED, `batch_size` per transaction, so drains running side by side share
+    the backlog and never wait on each other or process an event twice. In a batch, the plain
+    successes of payment_intent.succeeded are applied together (services.payments_sync_succeeded)
+    and every other event on its own in a savepoint, after them: an order Stripe may deliver them
+    in too, which processing handles as it handles any order. The signals follow the commit, the
+    successes as one payments_succeeded. A batch that cannot be recorded is processed again one event per
+    transaction, so the event at fault is failed on its own.
     """
     done: list[WebhookEvent] = []
     deadline = None if seconds is None else time.monotonic() + seconds
     while deadline is None or time.monotonic() < deadline:
-        claimed: WebhookEvent | None = None
+        claimed: list[WebhookEvent] = []
         try:
-            with transaction.atomic():
-                claimed = (
+            with services.successes_batched(), transaction.atomic():
+                claimed = list(
                     WebhookEvent.objects.select_for_update(skip_locked=True)
                     .filter(status=WebhookEvent.Status.PENDING)
-                    .order_by("pk")
-                    .first()
+                    .order_by("pk")[:batch_size]
                 )
-                if claimed is None:
+                if not claimed:
                     return done, False
-                _process_locked(claimed)
-        except DatabaseError as exc:
-            if claimed is None:
+                _process_batch(claimed)
+        except DatabaseError:
+            if not claimed:
                 raise  # the claim itself failed: the database is the problem, not an event
-            # Recording the outcome failed and rolled back: mark the event failed on its own, or
-            # every drain would claim it first and stop on it again.
-            _mark_failed(claimed.pk, exc)
-            claimed.refresh_from_db()
-        done.append(claimed)
+            logger.warning("webhook batch not recorded: one event at a time", extra={"events": len(claimed)})
+            done.extend(row for row in map(_drain_one, (row.pk for row in claimed)) if row is not None)
+            continue
+        done.extend(claimed)
     return done, True
+
+
+def _drain_one(event_id: int) -> WebhookEvent | None:
+    """Process one pending event in its own transaction (None if it is no longer pending)."""
+    try:
+        with transaction.atomic():
+            row = (
+                WebhookEvent.objects.select_for_update(skip_locked=True)
+                .filter(pk=event_id, status=WebhookEvent.Status.PENDING)
+                .first()
+            )
+            if row is None:
+                return None
+            _process_locked(row)
+    except DatabaseError as exc:
+        # Recording the outcome failed and rolled back: mark the event failed on its own, or
+        # every drain would claim it first and stop on it again.
+        _mark_failed(event_id, exc)
+        row = WebhookEvent.objects.get(pk=event_id)
+    return row
+
+
+_SUCCEEDED = "payment_intent.succeeded"
+
+
+def _process_batch(rows: list[WebhookEvent]) -> None:
+    """Apply locked pending events in the caller's transaction and record their outcomes at once."""
+    gateway = get_gateway()
+    plain: list[tuple[WebhookEvent, IntentInfo]] = []
+    for row in rows:
+        if row.type == _SUCCEEDED and not services.is_foreign(_object_metadata(row.payload)):
+            try:
+                plain.append(
+                    (row, gateway.intent_from_object(gateway.event_from_payload(row.payload).object))
+                )
+            except Exception:  # noqa: S112 - a malformed event fails on its own, one by one
+                continue
+    applied: set[str] = set()
+    if plain:
+        try:
+            with transaction.atomic():
+                applied = services.payments_sync_succeeded(
+                    [(intent, f"webhook {row.stripe_event_id} ({row.type})") for row, intent in plain]
+                )
+        except Exception:
+            logger.exception(
+                "webhook batch: plain successes not applied together", extra={"events": len(plain)}
+            )
+    together = {row.pk for row, intent in plain if intent.id in applied}
+    for row in rows:
+        if row.pk in together:
+            row.attempts += 1
+            row.status, row.last_error, row.processed_at = WebhookEvent.Status.PROCESSED, "", timezone.now()
+            _count(row)
+        else:
+            _apply(row)
+    update_rows(rows, ["attempts", "status", "last_error", "processed_at"])
 
 
 def _mark_failed(event_id: int, exc: Exception) -> None:
@@ -291,6 +358,12 @@ def _mark_failed(event_id: int, exc: Exception) -> None:
 
 def _process_locked(row: WebhookEvent) -> None:
     """Run the handler for a locked event row inside a savepoint and record the outcome on it."""
+    _apply(row)
+    row.save(update_fields=["attempts", "status", "last_error", "processed_at"])
+
+
+def _apply(row: WebhookEvent) -> None:
+    """Run the handler for a locked event row inside a savepoint; set the outcome on the row."""
     row.attempts += 1
     handler = HANDLERS.get(row.type)
     if handler is None:
@@ -318,9 +391,13 @@ def _process_locked(row: WebhookEvent) -> None:
             row.status = WebhookEvent.Status.PROCESSED
             row.last_error = ""
     row.processed_at = timezone.now()
-    row.save(update_fields=["attempts", "status", "last_error", "processed_at"])
+    _count(row)
+
+
+def _count(row: WebhookEvent) -> None:
+    """The event's outcome and, on its first attempt, its lag, counted once this commits."""
     metrics.inc_on_commit(metrics.WEBHOOK_EVENTS, type=metrics.label(row.type), outcome=row.status)
-    if row.attempts == 1 and row.received_at is not None:
+    if row.attempts == 1 and row.received_at is not None and row.processed_at is not None:
         lag = (row.processed_at - row.received_at).total_seconds()
         transaction.on_commit(lambda: metrics.WEBHOOK_LAG.observe(lag), robust=True)
 

@@ -27,6 +27,7 @@ from payments.services.base import (
     PaymentTerms,
     is_foreign,
     payment_id_for,
+    successes_batched,
 )
 from payments.services.checkout import payment_checkout_start
 from payments.services.customers import (
@@ -47,6 +48,7 @@ from payments.services.sync import (
     payment_sync_charge,
     payment_sync_checkout,
     payment_sync_intent,
+    payments_sync_succeeded,
 )
 from payments.services.transitions import payment_transition
 
@@ -72,10 +74,12 @@ __all__ = [
     "payment_sync_intent",
     "payment_transition",
     "payments_expire_stale",
+    "payments_sync_succeeded",
     "refund_create",
     "refund_give_up",
     "refund_request",
     "refund_submit",
     "refund_sync",
     "setup_intent_create",
+    "successes_batched",
 ]

@@ -6,6 +6,7 @@ import contextlib
 import logging
 import uuid
 from collections.abc import Iterator
+from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -118,6 +119,39 @@ def _payment_metadata(payment: Payment) -> dict[str, str]:
 def _send_on_commit(signal: Signal, **kwargs: Any) -> None:
     # robust: a failing receiver (an email that cannot be queued) is logged, never undoes the payment.
     transaction.on_commit(lambda: signal.send_robust(sender=Payment, **kwargs) and None, robust=True)
+
+
+# The successes of a block run under successes_batched(), gathered as their transactions commit.
+_success_batch: ContextVar[list[Payment] | None] = ContextVar("payments_success_batch", default=None)
+
+
+@contextlib.contextmanager
+def successes_batched() -> Iterator[None]:
+    """Inside: payments_succeeded is sent once, as the block ends, with every payment whose success
+    committed in it (a webhook drain's batch), rather than once per transaction."""
+    batch: list[Payment] = []
+    token = _success_batch.set(batch)
+    try:
+        yield
+    finally:
+        _success_batch.reset(token)
+        if batch:
+            signals.payments_succeeded.send_robust(sender=Payment, payments=batch)
+
+
+def _success_on_commit(payment: Payment, reason: str) -> None:
+    """payment_succeeded once this commits, and payments_succeeded with it (or with its batch)."""
+
+    def send() -> None:
+        signals.payment_succeeded.send_robust(sender=Payment, payment=payment, reason=reason)
+        batch = _success_batch.get()
+        if batch is None:
+            signals.payments_succeeded.send_robust(sender=Payment, payments=[payment])
+        else:
+            batch.append(payment)
+
+    # A hook registered in a savepoint that rolls back is dropped with it: only committed successes.
+    transaction.on_commit(send, robust=True)
 
 
 def _lock_payment(payment_id: int) -> Payment:

@@ -3,9 +3,16 @@ moving state forward."""
 
 from __future__ import annotations
 
-from django.db import transaction
+import functools
+import operator
+from collections.abc import Sequence
 
-from payments import signals
+from django.contrib.contenttypes.models import ContentType
+from django.db import transaction
+from django.db.models import Exists, OuterRef, Q
+from django.utils import timezone
+
+from payments import metrics, signals
 from payments.gateway.base import (
     ChargeInfo,
     ChargeStatus,
@@ -15,11 +22,13 @@ from payments.gateway.base import (
     DisputeInfo,
     IntentInfo,
 )
-from payments.models import Dispute, Payment
+from payments.models import Dispute, Payment, PaymentEvent, Refund
+from payments.rows import update_rows
 from payments.services.base import (
     _lock_payment,
     _log_extra,
     _send_on_commit,
+    _success_on_commit,
     logger,
     payment_id_for,
 )
@@ -29,6 +38,20 @@ from payments.states import (
     PaymentStatus,
     can_transition,
 )
+
+# The statuses a plain success moves from: open or failed attempts. From canceled the money is
+# unwanted (refunded); from disputed only the dispute's outcome moves a payment.
+_PLAIN_SUCCESS_FROM = tuple(
+    s
+    for s in PaymentStatus
+    if can_transition(s, PaymentStatus.SUCCEEDED)
+    and s not in (PaymentStatus.CANCELED, PaymentStatus.DISPUTED)
+)
+# What a plain success writes on the payment row.
+_SUCCESS_FIELDS = (
+    "status", "succeeded_at", "stripe_status", "stripe_charge_id", "stripe_customer_id", "card_brand",
+    "card_last4", "last_error_code", "last_error_decline_code", "last_error_message", "updated_at",
+)  # fmt: skip
 
 
 @transaction.atomic
@@ -135,6 +158,104 @@ def payment_sync_intent(
             )
         payment.save()
     return payment
+
+
+def payments_sync_succeeded(intents: Sequence[tuple[IntentInfo, str]]) -> set[str]:
+    """Apply many succeeded intents at once, each with the cause its timeline entry names, in the
+    caller's transaction; returns the ids of the intents applied.
+
+    Only plain successes are applied here, with a handful of queries for all of them: the payment
+    found by its intent id and still open (or failed), the amount and currency its own, no refund
+    recorded yet, and no other sale for its payable (in the database or earlier in `intents`).
+    The rest are left for payment_sync_intent, one by one, which decides them as always; the
+    outcome of either is the same (the status moved, the timeline entry, the signals on commit).
+    """
+    if not transaction.get_connection().in_atomic_block:
+        raise RuntimeError("payments_sync_succeeded runs inside the caller's transaction")
+    wanted: dict[str, tuple[IntentInfo, str]] = {}
+    for intent, cause in intents:
+        if intent.status == PaymentStatus.SUCCEEDED:
+            wanted.setdefault(intent.id, (intent, cause))  # a second event for one intent: one by one
+    if not wanted:
+        return set()
+    locked = (
+        Payment.objects.select_for_update(of=("self",))
+        .filter(stripe_payment_intent_id__in=wanted, status__in=_PLAIN_SUCCESS_FROM)
+        .annotate(has_refunds=Exists(Refund.objects.filter(payment=OuterRef("pk"))))
+        .order_by("pk")
+    )
+    payments: list[Payment] = []
+    for row in locked:
+        intent = wanted[row.stripe_payment_intent_id][0]
+        if not row.has_refunds and (row.total, row.currency) == (intent.amount, intent.currency):
+            payments.append(row)
+    if not payments:
+        return set()
+    # The payables' rows, locked after the payments' (as one success at a time takes them), in
+    # order: the one-sale-per-payable rule is decided under these locks.
+    payables: dict[int, set[str]] = {}
+    for payment in payments:
+        payables.setdefault(payment.content_type_id, set()).add(payment.object_id)
+    for type_id, keys in sorted(payables.items()):
+        model = ContentType.objects.get_for_id(type_id).model_class()
+        if model is not None:
+            ids = sorted(model._meta.pk.to_python(key) for key in keys)
+            list(
+                model._default_manager.select_for_update().filter(pk__in=ids).order_by("pk").values_list("pk")
+            )
+    sold = set(
+        Payment.objects.filter(
+            functools.reduce(
+                operator.or_,
+                (Q(content_type_id=type_id, object_id__in=keys) for type_id, keys in payables.items()),
+            )
+        )
+        .exclude(pk__in=[payment.pk for payment in payments])
+        .sales()
+        .values_list("content_type_id", "object_id")
+    )
+    plain: list[Payment] = []
+    for payment in payments:
+        payable = (payment.content_type_id, payment.object_id)
+        if payable not in sold:
+            sold.add(payable)  # a second payment for it in this batch is a duplicate: one by one
+            plain.append(payment)
+    now = timezone.now()
+    entries = []
+    for payment in plain:
+        intent, cause = wanted[payment.stripe_payment_intent_id]
+        previous = payment.status
+        payment.status = PaymentStatus.SUCCEEDED
+        payment.succeeded_at = payment.succeeded_at or now
+        payment.updated_at = now
+        payment.stripe_status = intent.provider_status or payment.stripe_status
+        payment.stripe_charge_id = intent.charge_id or payment.stripe_charge_id
+        payment.stripe_customer_id = intent.customer_id or payment.stripe_customer_id
+        payment.card_brand = intent.card_brand or payment.card_brand
+        payment.card_last4 = intent.card_last4 or payment.card_last4
+        if intent.error_code or intent.error_message:
+            payment.last_error_code = intent.error_code
+            payment.last_error_decline_code = intent.decline_code
+            payment.last_error_message = intent.error_message[:500]
+        entries.append(
+            PaymentEvent(
+                payment=payment,
+                kind=PaymentEvent.Kind.STATUS,
+                from_status=previous,
+                to_status=PaymentStatus.SUCCEEDED,
+                cause=cause[:255],
+            )
+        )
+        logger.info(
+            "payment status changed",
+            extra=_log_extra(payment, previous=previous, status=PaymentStatus.SUCCEEDED),
+        )
+        _success_on_commit(payment, "")
+    update_rows(plain, _SUCCESS_FIELDS)
+    PaymentEvent.objects.bulk_create(entries)
+    if plain:
+        metrics.inc_on_commit(metrics.PAYMENTS_SUCCEEDED, by=len(plain))
+    return {payment.stripe_payment_intent_id for payment in plain}
 
 
 @transaction.atomic

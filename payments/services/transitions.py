@@ -23,6 +23,7 @@ from payments.services.base import (
     _log_extra,
     _record_status,
     _send_on_commit,
+    _success_on_commit,
     logger,
 )
 from payments.states import (
@@ -62,10 +63,12 @@ def _set_status(payment: Payment, target: str, *, reason: str = "") -> None:
     signal = _STATUS_SIGNALS.get(target)
     # A won dispute returns a payment to succeeded: that is not a new success.
     if signal and not (target == PaymentStatus.SUCCEEDED and previous == PaymentStatus.DISPUTED):
-        _send_on_commit(signal, payment=payment, reason=reason)
         if target == PaymentStatus.SUCCEEDED:
+            _success_on_commit(payment, reason)
             metrics.inc_on_commit(metrics.PAYMENTS_SUCCEEDED)
-        elif target == PaymentStatus.FAILED:
+            return
+        _send_on_commit(signal, payment=payment, reason=reason)
+        if target == PaymentStatus.FAILED:
             code = payment.last_error_decline_code or payment.last_error_code
             metrics.inc_on_commit(metrics.PAYMENTS_FAILED, reason=metrics.label(code))
 
