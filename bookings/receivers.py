@@ -35,7 +35,18 @@ def confirm_on_payments(sender, payments, **kwargs) -> None:
     }
     if not paid_for:
         return
-    for booking_id, error in services.bookings_confirm(booking_ids=list(paid_for)).items():
+    try:
+        refused = services.bookings_confirm(booking_ids=list(paid_for))
+    except Exception:
+        # One booking's failure must not leave the others of the batch unconfirmed: one at a time.
+        logger.exception("bookings not confirmed together: one at a time", extra={"bookings": len(paid_for)})
+        refused = {}
+        for booking_id in paid_for:
+            try:
+                refused.update(services.bookings_confirm(booking_ids=[booking_id]))
+            except Exception:
+                logger.exception("paid booking not confirmed", extra={"booking_id": booking_id})
+    for booking_id, error in refused.items():
         # Charged, but the booking cannot be confirmed (its seats were sold after the hold ran
         # out, or it was cancelled meanwhile): give the money back.
         logger.error(

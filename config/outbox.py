@@ -126,7 +126,15 @@ class Outbox:
             ],
             ignore_conflicts=True,
         )
-        due = [[obj.pk, kind] for obj, kind, recipient in recipients if recipient]
+        # As `queue`: only rows pending now (one already there keeps its state: sent, given up).
+        pending = set(
+            self.log._default_manager.filter(
+                **{f"{self.owner}__in": [obj for obj, _kind, _r in recipients]},
+                kind__in={kind for _obj, kind, _r in recipients},
+                status=OutboxEmail.Status.PENDING,
+            ).values_list(f"{self.owner}_id", "kind")
+        )
+        due = [[obj.pk, kind] for obj, kind, _recipient in recipients if (obj.pk, kind) in pending]
         if not self.batch_task:
             for owner_id, kind in due:
                 enqueue(self.task, owner_id, kind)

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from typing import Any
 
 from django.db import connections, models, router
+
+
+def _cast(field: models.Field, connection: Any) -> str:
+    return re.sub(r"\(\d+\)$", "", str(field.db_type(connection)))
 
 
 def update_rows(rows: Sequence[models.Model], fields: Sequence[str]) -> None:
@@ -26,8 +31,9 @@ def update_rows(rows: Sequence[models.Model], fields: Sequence[str]) -> None:
     pk: models.Field = meta.pk
     quote = connection.ops.quote_name
     columns = [pk, *concrete]
-    # Each value cast to its column's type: VALUES alone would guess text for every parameter.
-    placeholder = "(" + ", ".join(f"%s::{field.db_type(connection)}" for field in columns) + ")"
+    # Each value cast to its column's type (VALUES alone would guess text), without a length: a
+    # cast to varchar(n) would cut a long value where the column refuses it, as save() does.
+    placeholder = "(" + ", ".join(f"%s::{_cast(field, connection)}" for field in columns) + ")"
     params: list[Any] = []
     for row in rows:
         for field in columns:

@@ -258,11 +258,11 @@ def webhook_events_drain(
 
     Returns the events processed and whether it stopped for time (events may be left). Events are
     claimed with SKIP LOCKED, `batch_size` per transaction, so drains running side by side share
-    the backlog and never wait on each other or process an event twice. In a batch, the plain
-    successes of payment_intent.succeeded are applied together (services.payments_sync_succeeded)
-    and every other event on its own in a savepoint, after them: an order Stripe may deliver them
-    in too, which processing handles as it handles any order. The signals follow the commit, the
-    successes as one payments_succeeded. A batch that cannot be recorded is processed again one event per
+    the backlog and never wait on each other or process an event twice. A run of
+    payment_intent.succeeded events is applied together (services.payments_sync_succeeded; those
+    that are not plain successes one by one, in savepoints), any other event alone, in the order
+    they were stored (_process_batch). The signals follow the commit, the successes as one
+    payments_succeeded. A batch that cannot be recorded is processed again one event per
     transaction, so the event at fault is failed on its own.
     """
     done: list[WebhookEvent] = []
@@ -278,14 +278,14 @@ def webhook_events_drain(
                 )
                 if not claimed:
                     return done, False
-                _process_batch(claimed)
+                processed = _process_batch(claimed)
         except DatabaseError:
             if not claimed:
                 raise  # the claim itself failed: the database is the problem, not an event
             logger.warning("webhook batch not recorded: one event at a time", extra={"events": len(claimed)})
             done.extend(row for row in map(_drain_one, (row.pk for row in claimed)) if row is not None)
             continue
-        done.extend(claimed)
+        done.extend(processed)
     return done, True
 
 
@@ -312,38 +312,50 @@ def _drain_one(event_id: int) -> WebhookEvent | None:
 _SUCCEEDED = "payment_intent.succeeded"
 
 
-def _process_batch(rows: list[WebhookEvent]) -> None:
-    """Apply locked pending events in the caller's transaction and record their outcomes at once."""
+def _leading_successes(rows: list[WebhookEvent]) -> list[tuple[WebhookEvent, IntentInfo]]:
+    """The run of payment_intent.succeeded events of this installation that `rows` start with."""
     gateway = get_gateway()
-    plain: list[tuple[WebhookEvent, IntentInfo]] = []
+    run: list[tuple[WebhookEvent, IntentInfo]] = []
     for row in rows:
-        if row.type == _SUCCEEDED and not services.is_foreign(_object_metadata(row.payload)):
-            try:
-                plain.append(
-                    (row, gateway.intent_from_object(gateway.event_from_payload(row.payload).object))
-                )
-            except Exception:  # noqa: S112 - a malformed event fails on its own, one by one
-                continue
-    applied: set[str] = set()
-    if plain:
+        if row.type != _SUCCEEDED or services.is_foreign(_object_metadata(row.payload)):
+            break
         try:
-            with transaction.atomic():
-                applied = services.payments_sync_succeeded(
-                    [(intent, f"webhook {row.stripe_event_id} ({row.type})") for row, intent in plain]
-                )
-        except Exception:
-            logger.exception(
-                "webhook batch: plain successes not applied together", extra={"events": len(plain)}
+            run.append((row, gateway.intent_from_object(gateway.event_from_payload(row.payload).object)))
+        except Exception:  # a malformed event ends the run and fails on its own
+            break
+    return run
+
+
+def _process_batch(claimed: list[WebhookEvent]) -> list[WebhookEvent]:
+    """Apply locked pending events in the caller's transaction and record their outcomes at once;
+    returns the events processed (the others stay pending, for the next batch).
+
+    Events are applied in the order they were stored: the run of payment_intent.succeeded events
+    the claim starts with, together, or else the first event alone, as one at a time always did.
+    So an earlier event of the same intent (requires_action, then succeeded) never lands after
+    it, and no batch holds its locks while an event's handler calls Stripe."""
+    run = _leading_successes(claimed)
+    if not run:
+        _process_locked(claimed[0])
+        return claimed[:1]
+    applied: set[int] = set()
+    try:
+        with transaction.atomic():
+            applied = services.payments_sync_succeeded(
+                [(intent, f"webhook {row.stripe_event_id} ({row.type})") for row, intent in run]
             )
-    together = {row.pk for row, intent in plain if intent.id in applied}
-    for row in rows:
-        if row.pk in together:
+    except Exception:
+        logger.exception("webhook batch: plain successes not applied together", extra={"events": len(run)})
+    rows = [row for row, _intent in run]
+    for index, row in enumerate(rows):
+        if index in applied:
             row.attempts += 1
             row.status, row.last_error, row.processed_at = WebhookEvent.Status.PROCESSED, "", timezone.now()
             _count(row)
         else:
             _apply(row)
     update_rows(rows, ["attempts", "status", "last_error", "processed_at"])
+    return rows
 
 
 def _mark_failed(event_id: int, exc: Exception) -> None:

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 
 from django.contrib.contenttypes.models import ContentType
 from django.db import transaction
-from django.db.models import Exists, OuterRef, Q
+from django.db.models import Q
 from django.utils import timezone
 
 from payments import metrics, signals
@@ -160,9 +160,9 @@ def payment_sync_intent(
     return payment
 
 
-def payments_sync_succeeded(intents: Sequence[tuple[IntentInfo, str]]) -> set[str]:
+def payments_sync_succeeded(intents: Sequence[tuple[IntentInfo, str]]) -> set[int]:
     """Apply many succeeded intents at once, each with the cause its timeline entry names, in the
-    caller's transaction; returns the ids of the intents applied.
+    caller's transaction; returns the positions in `intents` of those applied.
 
     Only plain successes are applied here, with a handful of queries for all of them: the payment
     found by its intent id and still open (or failed), the amount and currency its own, no refund
@@ -172,22 +172,26 @@ def payments_sync_succeeded(intents: Sequence[tuple[IntentInfo, str]]) -> set[st
     """
     if not transaction.get_connection().in_atomic_block:
         raise RuntimeError("payments_sync_succeeded runs inside the caller's transaction")
-    wanted: dict[str, tuple[IntentInfo, str]] = {}
-    for intent, cause in intents:
+    wanted: dict[str, tuple[int, IntentInfo, str]] = {}
+    for index, (intent, cause) in enumerate(intents):
         if intent.status == PaymentStatus.SUCCEEDED:
-            wanted.setdefault(intent.id, (intent, cause))  # a second event for one intent: one by one
+            wanted.setdefault(intent.id, (index, intent, cause))  # a second event for one intent: one by one
     if not wanted:
         return set()
-    locked = (
+    locked = list(
         Payment.objects.select_for_update(of=("self",))
         .filter(stripe_payment_intent_id__in=wanted, status__in=_PLAIN_SUCCESS_FROM)
-        .annotate(has_refunds=Exists(Refund.objects.filter(payment=OuterRef("pk"))))
         .order_by("pk")
+    )
+    # Read after the locks are held (a refund committed while we waited counts): a payment with
+    # refunds is settled one by one.
+    refunded = set(
+        Refund.objects.filter(payment__in=[row.pk for row in locked]).values_list("payment_id", flat=True)
     )
     payments: list[Payment] = []
     for row in locked:
-        intent = wanted[row.stripe_payment_intent_id][0]
-        if not row.has_refunds and (row.total, row.currency) == (intent.amount, intent.currency):
+        intent = wanted[row.stripe_payment_intent_id][1]
+        if row.pk not in refunded and (row.total, row.currency) == (intent.amount, intent.currency):
             payments.append(row)
     if not payments:
         return set()
@@ -223,7 +227,7 @@ def payments_sync_succeeded(intents: Sequence[tuple[IntentInfo, str]]) -> set[st
     now = timezone.now()
     entries = []
     for payment in plain:
-        intent, cause = wanted[payment.stripe_payment_intent_id]
+        _index, intent, cause = wanted[payment.stripe_payment_intent_id]
         previous = payment.status
         payment.status = PaymentStatus.SUCCEEDED
         payment.succeeded_at = payment.succeeded_at or now
@@ -255,7 +259,7 @@ def payments_sync_succeeded(intents: Sequence[tuple[IntentInfo, str]]) -> set[st
     PaymentEvent.objects.bulk_create(entries)
     if plain:
         metrics.inc_on_commit(metrics.PAYMENTS_SUCCEEDED, by=len(plain))
-    return {payment.stripe_payment_intent_id for payment in plain}
+    return {wanted[payment.stripe_payment_intent_id][0] for payment in plain}
 
 
 @transaction.atomic
