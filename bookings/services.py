@@ -220,8 +220,11 @@ def booking_flag_dispute(*, booking_id: int) -> Booking:
     return booking
 
 
-def _payable_booking(booking_id: int) -> Booking:
-    booking = Booking.objects.select_related("event").get(pk=booking_id)
+def _payable_booking(booking_id: int, *, loaded: Booking | None = None) -> Booking:
+    """The booking to pay for, if it can be paid (`loaded`: the caller read it in this request)."""
+    booking = loaded if loaded is not None and loaded.pk == booking_id else None
+    if booking is None:
+        booking = Booking.objects.select_related("event", "user").get(pk=booking_id)
     if booking.status != Booking.Status.PENDING:
         raise BookingError(
             f"A {booking.get_status_display().lower()} booking cannot be paid.", code="not_payable"
@@ -245,10 +248,16 @@ def _payment_terms(booking: Booking) -> PaymentTerms:
 
 
 def booking_pay(
-    *, booking_id: int, payment_method_id: str = "", confirm: bool = False, save_payment_method: bool = False
+    *,
+    booking_id: int,
+    payment_method_id: str = "",
+    confirm: bool = False,
+    save_payment_method: bool = False,
+    loaded: Booking | None = None,
 ) -> PaymentResult:
-    """Start (or resume) paying for a pending booking; the amount is the booking's own."""
-    booking = _payable_booking(booking_id)
+    """Start (or resume) paying for a pending booking; the amount is the booking's own (`loaded`:
+    the booking as the caller read it in this request, its user with it, saving a read)."""
+    booking = _payable_booking(booking_id, loaded=loaded)
     return payment_services.payment_start(
         terms=_payment_terms(booking),
         payment_method_id=payment_method_id,

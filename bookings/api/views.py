@@ -88,7 +88,7 @@ class BookingPaymentViewSet(PayablePaymentViewSet):
         return bookings if any_owner else bookings.filter(user=self.request.user)
 
     def start_payment(self, payable, **options):
-        return services.booking_pay(booking_id=payable.pk, **options)
+        return services.booking_pay(booking_id=payable.pk, loaded=payable, **options)
 
     def retry_payment(self, payable, *, payment_method_id: str = ""):
         return services.booking_retry(booking_id=payable.pk, payment_method_id=payment_method_id)

@@ -8,7 +8,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from django.core.cache import cache
-from django.db.models import Model, QuerySet
+from django.db.models import Model, QuerySet, prefetch_related_objects
 from django.http import Http404
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import exceptions, mixins, permissions, serializers, status, viewsets
@@ -61,6 +61,8 @@ def intent_response_body(result: PaymentResult) -> dict:
     """The payment contract every payment-starting answer carries (IntentResponseSerializer):
     for a host endpoint that creates its payable and starts paying in one request."""
     intent = result.intent
+    # The refunds once, for both the list and the refunded amount.
+    prefetch_related_objects([result.payment], "refunds")
     return {
         "payment": PaymentSerializer(result.payment).data,
         "client_secret": intent.client_secret if intent else "",

@@ -10,7 +10,6 @@ from typing import Any
 
 from django.contrib.contenttypes.models import ContentType
 from django.db import DatabaseError, connection, transaction
-from django.db.models import Max
 from django.utils import timezone
 
 from payments import metrics
@@ -22,7 +21,7 @@ from payments.exceptions import (
 )
 from payments.gateway import get_gateway
 from payments.gateway.base import IntentInfo
-from payments.models import Customer, Payment
+from payments.models import Customer, Payment, PaymentEvent
 from payments.services.base import (
     PaymentResult,
     PaymentTerms,
@@ -31,6 +30,7 @@ from payments.services.base import (
     _log_extra,
     _payment_metadata,
     _recorded_call,
+    _write_entries,
     logger,
 )
 from payments.services.customers import customer_get_or_create
@@ -54,15 +54,16 @@ def _open_attempt(terms: PaymentTerms, *, save_payment_method: bool = False) -> 
     """
     payable = terms.payable
     _lock_payable(payable)
-    payments = Payment.objects.for_payable(payable)
-    if payments.sales().exists():
+    # One read for the three questions (a payable has a handful of attempts).
+    attempts = list(Payment.objects.for_payable(payable))
+    if any(p.status in PAID_STATUSES and not p.unwanted_reason for p in attempts):  # as sales()
         raise IllegalTransition("This has already been paid.", code="already_paid")
-    existing = payments.filter(status__in=OPEN_STATUSES).first()
+    existing = next((p for p in attempts if p.status in OPEN_STATUSES), None)
     if existing is not None:
         if (existing.total, existing.currency) != (terms.total, terms.currency):
             raise IllegalTransition("Another payment of a different amount is open; cancel it first.")
         return existing
-    attempt = (payments.aggregate(n=Max("attempt"))["n"] or 0) + 1
+    attempt = max((p.attempt for p in attempts), default=0) + 1
     content_type = ContentType.objects.get_for_model(payable)
     uid = uuid.uuid4()
     payment = Payment.objects.create(
@@ -100,6 +101,7 @@ def payment_start(
         payment_cancel(payment=payment)
         payment = _open_attempt(terms, save_payment_method=save_payment_method)
     gateway = get_gateway()
+    linked = False
     if payment.stripe_payment_intent_id:
         intent = gateway.retrieve_intent(payment.stripe_payment_intent_id)
     else:
@@ -108,7 +110,8 @@ def payment_start(
         # (never the refused one's key with other parameters); the same card clicked twice
         # replays. A second intent made this way is never confirmed: the first one stored is.
         card_part = f":{payment_method_id}" if payment_method_id else ""
-        with _recorded_call(payment):
+        calls: list[PaymentEvent] = []
+        with _recorded_call(payment, into=calls):
             intent = gateway.create_intent(
                 amount=payment.total,
                 currency=payment.currency,
@@ -119,12 +122,41 @@ def payment_start(
                 payment_method_id=payment_method_id,
                 save_payment_method=payment.save_payment_method,
             )
-    payment = payment_sync_intent(intent=intent, payment_id=payment.pk) or payment
+        linked = _link_new_intent(payment, intent, calls)
+    if not linked:
+        payment = payment_sync_intent(intent=intent, payment_id=payment.pk) or payment
     if confirm and payment.status in (PaymentStatus.CREATED, PaymentStatus.FAILED):
         # The intent may carry this card already (set at creation): don't set it twice.
         new_method = "" if payment_method_id == intent.payment_method_id else payment_method_id
         return payment_confirm(payment=payment, payment_method_id=new_method)
     return PaymentResult(payment=payment, intent=intent)
+
+
+@transaction.atomic
+def _link_new_intent(payment: Payment, intent: IntentInfo, calls: list[PaymentEvent]) -> bool:
+    """Record the call that made the intent and, for an intent still waiting for its card (the
+    usual start), link it to the attempt with one conditional UPDATE: False when anything else
+    happened (payment_sync_intent decides then, as after any call)."""
+    _write_entries(payment, calls)
+    if intent.status != PaymentStatus.CREATED or intent.error_code or intent.error_message:
+        return False
+    now = timezone.now()
+    fields = {
+        "stripe_payment_intent_id": intent.id,
+        "stripe_status": intent.provider_status or payment.stripe_status,
+        "stripe_customer_id": intent.customer_id or payment.stripe_customer_id,
+        "updated_at": now,
+    }
+    linked = (
+        Payment.objects.filter(
+            pk=payment.pk, status=PaymentStatus.CREATED, stripe_payment_intent_id__in=("", intent.id)
+        ).update(**fields)
+        == 1
+    )
+    if linked:
+        for name, value in fields.items():
+            setattr(payment, name, value)
+    return linked
 
 
 def _ensure_payers_card(*, payment_method_id: str, owner: Any) -> None:

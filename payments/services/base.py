@@ -203,31 +203,50 @@ def payment_id_for(
 
 
 @contextlib.contextmanager
-def _recorded_call(payment: Payment, *, refund: Refund | None = None) -> Iterator[None]:
+def _recorded_call(
+    payment: Payment, *, refund: Refund | None = None, into: list[PaymentEvent] | None = None
+) -> Iterator[None]:
     """Record the Stripe call made inside (a write at Stripe) on the payment's timeline, whatever
-    its outcome; a timeline that cannot be written never fails the payment."""
+    its outcome; a timeline that cannot be written never fails the payment.
+
+    With `into`, a call that answered is handed over unsaved, for the caller to write in the
+    transaction that applies the answer (one transaction fewer); a failed call is written here."""
     timeline.take_call()  # an earlier, unrecorded call is not this one
+    answered = False
     try:
         yield
+        answered = True
     finally:
         info = timeline.take_call()
         if info is not None:
-            try:
-                with transaction.atomic():
-                    PaymentEvent.objects.create(
-                        payment=payment,
-                        refund=refund,
-                        kind=PaymentEvent.Kind.STRIPE_CALL,
-                        operation=info.operation,
-                        idempotency_key=info.idempotency_key,
-                        outcome=info.outcome,
-                        request_id=info.request_id,
-                        cause=timeline.current_cause(),
-                    )
-            except DatabaseError:
-                logger.warning(
-                    "timeline entry not written", extra=_log_extra(payment, operation=info.operation)
-                )
+            entry = PaymentEvent(
+                payment=payment,
+                refund=refund,
+                kind=PaymentEvent.Kind.STRIPE_CALL,
+                operation=info.operation,
+                idempotency_key=info.idempotency_key,
+                outcome=info.outcome,
+                request_id=info.request_id,
+                cause=timeline.current_cause(),
+            )
+            if answered and into is not None:
+                into.append(entry)
+            else:
+                _write_entries(payment, [entry])
+
+
+def _write_entries(payment: Payment, entries: list[PaymentEvent]) -> None:
+    """Write timeline entries in a savepoint: a timeline that cannot be written never fails the
+    payment (nor the transaction around it)."""
+    if not entries:
+        return
+    try:
+        with transaction.atomic():
+            PaymentEvent.objects.bulk_create(entries)
+    except DatabaseError:
+        logger.warning(
+            "timeline entry not written", extra=_log_extra(payment, operation=entries[0].operation)
+        )
 
 
 def _record_status(payment: Payment, previous: str, target: str, *, refund: Refund | None = None) -> None:
