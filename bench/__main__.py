@@ -261,6 +261,11 @@ def main() -> int:
             f"lag from the webhook's 200 to the booking confirmed at {e['stream_rate']} events/s: "
             f"p50 {e['lag_p50_ms']} ms, p99 {e['lag_p99_ms']} ms"
         )
+        print(
+            f"  Stripe's mix for card payments ({e['mix_events']} events: payment_intent.created, "
+            f"charge.succeeded, payment_intent.succeeded each): {e['mix_events_per_s']} events/s, "
+            f"{e['mix_payments_per_s']} payments confirmed/s"
+        )
         failures += e["failures"]
         if reference:
             e["x_djstripe"] = round(e["events_per_s"] / reference, 1)

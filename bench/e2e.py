@@ -19,7 +19,7 @@ from pathlib import Path
 
 import requests
 
-from bench.events import intent_succeeded, sign
+from bench.events import card_payment, intent_succeeded, sign
 from bench.profile import profiled
 from bench.stack import BenchStack
 
@@ -121,6 +121,20 @@ def wait_applied(stack: BenchStack, count: int, *, timeout: float) -> None:
     raise RuntimeError(f"events still pending after {timeout:.0f} s")
 
 
+def wait_confirmed(stack: BenchStack, booking_ids: list[int], *, timeout: float = 30) -> int:
+    """How many of the bookings are confirmed, once all are or `timeout` has passed (a batch's
+    bookings are confirmed just after its events are marked processed, by its commit's signal)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        confirmed = stack.sql(
+            "SELECT count(*) FROM bookings_booking WHERE id = ANY(%s) AND status = 'confirmed'",
+            (booking_ids,),
+        )[0][0]
+        if confirmed == len(booking_ids) or time.monotonic() >= deadline:
+            return confirmed
+        time.sleep(0.1)
+
+
 def e2e(stack: BenchStack, args, workdir: Path) -> dict:
     failures: list[str] = []
     stack.sql("TRUNCATE payments_webhookevent")
@@ -138,10 +152,7 @@ def e2e(stack: BenchStack, args, workdir: Path) -> dict:
     )[0]
     seconds = (last - first).total_seconds()
     rate = (count - 1) / seconds if seconds else 0.0
-    confirmed = stack.sql(
-        "SELECT count(*) FROM bookings_booking WHERE id = ANY(%s) AND status = 'confirmed'",
-        ([b for b, *_ in backlog],),
-    )[0][0]
+    confirmed = wait_confirmed(stack, [b for b, *_ in backlog])
     succeeded = stack.sql("SELECT count(*) FROM payments_payment WHERE status = 'succeeded'")[0][0]
     if not (count == confirmed == succeeded == len(backlog) and attempts_max == 1):
         failures.append(
@@ -159,12 +170,42 @@ def e2e(stack: BenchStack, args, workdir: Path) -> dict:
             f"e2e: {emails} emails recorded in {tasks} tasks for {len(backlog)} confirmations (want two each)"
         )
 
+    # Stripe's mix: every card payment's three events (created, charge.succeeded, then the intent's).
+    stack.stop_worker()
+    mixed = make_bookings(max(1, args.events // 2))
+    items = []
+    for _b, payment, intent, total in mixed:
+        for event in card_payment(intent_id=intent, amount=total, metadata={"payment_id": str(payment)}):
+            body = json.dumps(event, separators=(",", ":")).encode()
+            items.append((event["id"], body, sign(body, stack.webhook_secret)))
+    stored_before = stack.sql("SELECT max(id) FROM payments_webhookevent")[0][0]
+    post_all(stack, items, rate=None)
+    stack.start_worker()
+    wait_applied(stack, len(items), timeout=600)
+    first, last, mixed_count = stack.sql(
+        "SELECT min(processed_at), max(processed_at), count(*) FROM payments_webhookevent WHERE id > %s",
+        (stored_before,),
+    )[0]
+    mixed_seconds = (last - first).total_seconds()
+    mixed_rate = (mixed_count - 1) / mixed_seconds if mixed_seconds else 0.0
+    mixed_confirmed = wait_confirmed(stack, [b for b, *_ in mixed])
+    mixed_failed = stack.sql(
+        "SELECT count(*) FROM payments_webhookevent WHERE id > %s AND status NOT IN ('processed', 'ignored')",
+        (stored_before,),
+    )[0][0]
+    if mixed_confirmed != len(mixed) or mixed_failed or mixed_count != len(items):
+        failures.append(
+            f"e2e mix: {mixed_confirmed} of {len(mixed)} bookings confirmed, {mixed_failed} events not "
+            f"processed, {mixed_count} of {len(items)} stored"
+        )
+
     # Lag: a steady stream at about half that rate, the worker running.
     stream_rate = max(10.0, min(rate / 2, 300.0))
     stream = make_bookings(int(stream_rate * args.lag_seconds))
     items = [_signed(stack, intent, payment, total) for _b, payment, intent, total in stream]
     post_all(stack, items, rate=stream_rate)
     wait_applied(stack, len(items), timeout=300)
+    wait_confirmed(stack, [b for b, *_ in stream])
     received = dict(
         stack.sql(
             "SELECT payload->'data'->'object'->>'id', received_at FROM payments_webhookevent"
@@ -188,6 +229,9 @@ def e2e(stack: BenchStack, args, workdir: Path) -> dict:
     return {
         "events": len(backlog),
         "events_per_s": round(rate),
+        "mix_events": 3 * len(mixed),
+        "mix_events_per_s": round(mixed_rate),
+        "mix_payments_per_s": round(mixed_rate / 3),
         "stream_rate": round(stream_rate),
         "lag_p50_ms": round(statistics.median(lags)) if lags else None,
         "lag_p99_ms": round(lags[min(len(lags) - 1, int(len(lags) * 0.99))]) if lags else None,

@@ -105,6 +105,11 @@ class BenchStack:
             ],
         )  # fmt: skip
 
+    def stop_worker(self) -> None:
+        """Stop the Celery worker, if it runs (what it had claimed is done or rolled back)."""
+        if "worker" in self.processes:
+            stop_process(self.processes.pop("worker"))
+
     def web_workers(self, server: str = "web") -> list[int]:
         """The pids of gunicorn's workers (children of its master) of `server`."""
         master = self.processes[server].pid

@@ -312,15 +312,19 @@ def booking_cancel_by_owner(*, booking_id: int, user) -> Booking:
 def booking_expire_due() -> dict[str, int]:
     """Expire unpaid bookings past their hold: cancel their open intents, release their seats.
 
-    A booking whose payment is already going through (or whose cancel Stripe did not answer)
-    is left for the next run.
+    A paid one is confirmed instead: its success signal was lost (the process died between the
+    payment's commit and the signal) or is on its way (confirming is idempotent). A booking whose
+    payment is already going through (or whose cancel Stripe did not answer) is left for the
+    next run.
     """
-    outcome = {"expired": 0, "skipped": 0}
+    outcome = {"expired": 0, "skipped": 0, "confirmed": 0}
     due = Booking.objects.filter(status=Booking.Status.PENDING, expires_at__lte=timezone.now()).order_by("pk")
     for booking in due[:500]:
         if payment_selectors.payments_of(booking).sales().exists():
-            # Paid just now: the success signal confirms it; never release paid seats.
-            outcome["skipped"] += 1
+            # Never release paid seats.
+            if not bookings_confirm(booking_ids=[booking.pk]):
+                logger.warning("paid booking confirmed by the expiry sweep", extra={"booking_id": booking.pk})
+                outcome["confirmed"] += 1
             continue
         try:
             for unpaid in payment_selectors.payments_of(booking).unpaid():

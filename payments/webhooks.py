@@ -23,11 +23,11 @@ from payments import metrics, services, timeline
 from payments.conf import payments_settings
 from payments.exceptions import EventPruned
 from payments.gateway import get_gateway
-from payments.gateway.base import EventInfo, IntentInfo
+from payments.gateway.base import ChargeStatus, EventInfo, IntentInfo
 from payments.models import WebhookEvent
 from payments.queue import enqueue, nudge
 from payments.rows import update_rows
-from payments.states import RefundStatus
+from payments.states import PaymentStatus, RefundStatus
 
 logger = logging.getLogger(__name__)
 
@@ -310,19 +310,52 @@ def _drain_one(event_id: int) -> WebhookEvent | None:
 
 
 _SUCCEEDED = "payment_intent.succeeded"
+_SUCCESSES = (_SUCCEEDED, "charge.succeeded")
 
 
-def _leading_successes(rows: list[WebhookEvent]) -> list[tuple[WebhookEvent, IntentInfo]]:
-    """The run of payment_intent.succeeded events of this installation that `rows` start with."""
+def _success_of(row: WebhookEvent) -> IntentInfo | None:
+    """The success an event reports, as an intent, if it is one a batch may apply together:
+    payment_intent.succeeded, or charge.succeeded for a paid charge of an intent that lists no
+    refund (what Stripe sends for every card payment, beside the intent's own event)."""
     gateway = get_gateway()
-    run: list[tuple[WebhookEvent, IntentInfo]] = []
+    obj = gateway.event_from_payload(row.payload).object
+    if row.type == _SUCCEEDED:
+        return gateway.intent_from_object(obj)
+    charge = gateway.charge_from_object(obj)
+    if not (charge.paid and charge.status == ChargeStatus.SUCCEEDED and charge.intent_id):
+        return None
+    if charge.refunds or charge.amount_refunded:
+        return None
+    return IntentInfo(
+        id=charge.intent_id,
+        status=PaymentStatus.SUCCEEDED,
+        provider_status="",  # a charge does not say what its intent's status is now
+        amount=charge.amount,
+        currency=charge.currency,
+        charge_id=charge.id,
+        card_brand=charge.card_brand,
+        card_last4=charge.card_last4,
+    )
+
+
+def _leading_run(rows: list[WebhookEvent]) -> list[tuple[WebhookEvent, IntentInfo | None]]:
+    """The run of events `rows` start with that may be applied together: successes (with the
+    intent each reports) and events nothing is done with (no handler, or another installation's:
+    None). Any other event ends the run."""
+    run: list[tuple[WebhookEvent, IntentInfo | None]] = []
     for row in rows:
-        if row.type != _SUCCEEDED or services.is_foreign(_object_metadata(row.payload)):
+        if row.type not in HANDLERS or services.is_foreign(_object_metadata(row.payload)):
+            run.append((row, None))
+            continue
+        if row.type not in _SUCCESSES:
             break
         try:
-            run.append((row, gateway.intent_from_object(gateway.event_from_payload(row.payload).object)))
+            success = _success_of(row)
         except Exception:  # a malformed event ends the run and fails on its own
             break
+        if success is None:
+            break
+        run.append((row, success))
     return run
 
 
@@ -330,22 +363,30 @@ def _process_batch(claimed: list[WebhookEvent]) -> list[WebhookEvent]:
     """Apply locked pending events in the caller's transaction and record their outcomes at once;
     returns the events processed (the others stay pending, for the next batch).
 
-    Events are applied in the order they were stored: the run of payment_intent.succeeded events
-    the claim starts with, together, or else the first event alone, as one at a time always did.
-    So an earlier event of the same intent (requires_action, then succeeded) never lands after
-    it, and no batch holds its locks while an event's handler calls Stripe."""
-    run = _leading_successes(claimed)
+    Events are applied in the order they were stored: the run of successes (and of events nothing
+    is done with) the claim starts with, together, or else the first event alone, as one at a
+    time always did. So an earlier event of the same intent (requires_action, then succeeded)
+    never lands after it, and no batch holds its locks while an event's handler calls Stripe.
+    Within a run, the successes that are not plain (a duplicate, a refund first, a second event
+    for one intent) go one by one after the plain ones: successes of one payment in either order
+    end the same."""
+    run = _leading_run(claimed)
     if not run:
         _process_locked(claimed[0])
         return claimed[:1]
+    successes = [(index, row, intent) for index, (row, intent) in enumerate(run) if intent is not None]
     applied: set[int] = set()
-    try:
-        with transaction.atomic():
-            applied = services.payments_sync_succeeded(
-                [(intent, f"webhook {row.stripe_event_id} ({row.type})") for row, intent in run]
+    if successes:
+        try:
+            with transaction.atomic():
+                together = services.payments_sync_succeeded(
+                    [(intent, f"webhook {row.stripe_event_id} ({row.type})") for _i, row, intent in successes]
+                )
+            applied = {successes[position][0] for position in together}
+        except Exception:
+            logger.exception(
+                "webhook batch: plain successes not applied together", extra={"events": len(successes)}
             )
-    except Exception:
-        logger.exception("webhook batch: plain successes not applied together", extra={"events": len(run)})
     rows = [row for row, _intent in run]
     for index, row in enumerate(rows):
         if index in applied:

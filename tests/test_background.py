@@ -209,7 +209,7 @@ def test_expired_hold_releases_seats_and_cancels_the_intent(stripe_env):
     started = booking_pay(booking_id=booking.pk)
     assert event.seats_left() == 0
     Booking.objects.filter(pk=booking.pk).update(expires_at=booking.created_at)
-    assert expire_booking_holds.apply().get() == {"expired": 1, "skipped": 0}
+    assert expire_booking_holds.apply().get() == {"expired": 1, "skipped": 0, "confirmed": 0}
     assert Booking.objects.get(pk=booking.pk).status == "expired"
     assert event.seats_left() == 2
     assert stripe_env.api("GET", f"/v1/payment_intents/{started.intent.id}")["status"] == "canceled"
@@ -218,11 +218,18 @@ def test_expired_hold_releases_seats_and_cancels_the_intent(stripe_env):
 
 @pytest.mark.emulator
 @pytest.mark.django_db
-def test_a_hold_being_paid_is_not_expired(stripe_env):
+def test_a_paid_hold_is_confirmed_not_expired(stripe_env):
+    """The payment committed but its success signal never ran (the worker died in between): the
+    sweep confirms the booking, with its emails, and never releases paid seats."""
     booking = BookingFactory()
     booking_pay(booking_id=booking.pk, payment_method_id=stripe_env.card(), confirm=True)
     Booking.objects.filter(pk=booking.pk).update(status="pending", expires_at=booking.created_at)
-    assert expire_booking_holds.apply().get() == {"expired": 0, "skipped": 1}
+    EmailLog.objects.filter(booking=booking).delete()
+    assert expire_booking_holds.apply().get() == {"expired": 0, "skipped": 0, "confirmed": 1}
+    assert Booking.objects.get(pk=booking.pk).status == "confirmed"
+    assert sorted(EmailLog.objects.filter(booking=booking).values_list("kind", flat=True)) == [
+        "confirmed", "host_confirmed",
+    ]  # fmt: skip
 
 
 @pytest.mark.emulator

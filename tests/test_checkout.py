@@ -87,7 +87,7 @@ def test_expired_hold_expires_the_session(stripe_env, django_capture_on_commit_c
     payment, session = _start(booking)
     Booking.objects.filter(pk=booking.pk).update(expires_at=timezone.now() - timedelta(minutes=1))
     with django_capture_on_commit_callbacks(execute=True):
-        assert booking_expire_due() == {"expired": 1, "skipped": 0}
+        assert booking_expire_due() == {"expired": 1, "skipped": 0, "confirmed": 0}
     assert _session(stripe_env, session.id)["status"] == "expired"
     assert Payment.objects.get(pk=payment.pk).status == PaymentStatus.CANCELED
     assert Booking.objects.get(pk=booking.pk).status == Booking.Status.EXPIRED

@@ -46,6 +46,26 @@ def _succeeded(payment, *, amount=None, metadata=None):
     return event
 
 
+def _charge_succeeded(payment):
+    charge = stripe_object(
+        "charge",
+        id=f"ch_{payment.stripe_payment_intent_id}",
+        payment_intent=payment.stripe_payment_intent_id,
+        amount=payment.total,
+        currency=payment.currency,
+        status="succeeded",
+        paid=True,
+        metadata={"payment_id": str(payment.pk)},
+    )
+    event = make_event("charge.succeeded", charge)
+    webhook_event_store(event=get_gateway().event_from_payload(event))
+
+
+def _ignored(payment):
+    intent = stripe_object("payment_intent", id=payment.stripe_payment_intent_id, metadata={})
+    webhook_event_store(event=get_gateway().event_from_payload(make_event("payment_intent.created", intent)))
+
+
 def _scenario():
     """Every case a batch of payment_intent.succeeded can hold, by role: the payments, stored events."""
     roles = {}
@@ -61,6 +81,24 @@ def _scenario():
     roles["mismatch"] = _payment()
     roles["after_cancel"] = _payment(status=PaymentStatus.CANCELED)
     roles["foreign"] = _payment()
+    # What Stripe sends for a card payment: created (nothing to do), the charge, the intent.
+    roles["by_charge"] = _payment()
+    roles["charge_and_intent"] = _payment()
+    _ignored(roles["charge_and_intent"])
+    _charge_succeeded(roles["by_charge"])
+    _charge_succeeded(roles["charge_and_intent"])
+    _succeeded(roles["charge_and_intent"])
+    declined = roles["declined_then_paid"] = _payment()
+    failed = stripe_object(
+        "payment_intent", id=declined.stripe_payment_intent_id, status="requires_payment_method",
+        amount=declined.total, currency="usd", metadata={"payment_id": str(declined.pk)},
+        last_payment_error={"code": "card_declined", "decline_code": "generic_decline", "message": "No."},
+    )  # fmt: skip
+    # A refused card, then the intent paid with another: the failure ends a run, alone, in order.
+    webhook_event_store(
+        event=get_gateway().event_from_payload(make_event("payment_intent.payment_failed", failed))
+    )
+    _succeeded(roles["declined_then_paid"])
     for payment in [*roles["plain"], roles["duplicate"], roles["first_of_two"], roles["second_of_two"]]:
         _succeeded(payment)
     _succeeded(roles["plain"][0])  # the same intent's event delivered again under another id
@@ -121,10 +159,17 @@ def test_a_batch_ends_as_processing_each_event_on_its_own(caplog):
     assert seen["after_cancel0"][1] == "paid_after_cancel"
     assert seen["refund_first0"][0] == PaymentStatus.PARTIALLY_REFUNDED
     assert seen["mismatch0"][0] == PaymentStatus.CREATED and seen["foreign0"][0] == PaymentStatus.CREATED
-    # One payments_succeeded for the batch, with every success that is a sale.
-    [batch] = batches.received
-    sales = [*roles["plain"], roles["first_of_two"], roles["refund_first"]]
-    assert sorted(p.pk for p in batch["payments"]) == sorted(p.pk for p in sales)
+    # payments_succeeded once per batch, with every success that is a sale (the failed attempt's
+    # event is a batch of its own, between two runs).
+    assert seen["by_charge0"][:3] == (PaymentStatus.SUCCEEDED, "", True)
+    assert seen["charge_and_intent0"][0] == seen["declined_then_paid0"][0] == PaymentStatus.SUCCEEDED
+    sales = [
+        *roles["plain"], roles["first_of_two"], roles["refund_first"], roles["by_charge"],
+        roles["charge_and_intent"], roles["declined_then_paid"],
+    ]  # fmt: skip
+    announced = [p.pk for batch in batches.received for p in batch["payments"]]
+    assert sorted(announced) == sorted(p.pk for p in sales)
+    assert len(batches.received) <= 3
 
 
 @pytest.mark.django_db(transaction=True)
