@@ -19,8 +19,9 @@ from payments import money
 from payments import selectors as payment_selectors
 from payments import services as payment_services
 from payments.exceptions import IllegalTransition, ProviderError, RefundNotAllowed
+from payments.queue import enqueue
 from payments.services import PaymentResult, PaymentTerms
-from payments.states import REFUNDABLE_STATUSES
+from payments.states import REFUNDABLE_STATUSES, PaymentStatus
 
 logger = logging.getLogger(__name__)
 
@@ -44,6 +45,13 @@ def _lock_event(event_id: int) -> Event:
 
 def _lock_booking(booking_id: int) -> Booking:
     return Booking.objects.select_for_update(of=("self",)).get(pk=booking_id)
+
+
+def _holds_seats(booking: Booking) -> bool:
+    """A pending booking whose hold has not run out (what Booking.objects.holding_seats counts)."""
+    return booking.status == Booking.Status.PENDING and (
+        booking.expires_at is None or booking.expires_at > timezone.now()
+    )
 
 
 def _move(booking: Booking, target: str) -> None:
@@ -121,7 +129,8 @@ def booking_confirm(*, booking_id: int) -> Booking:
     booking = _lock_booking(booking_id)
     if booking.status == Booking.Status.CONFIRMED:
         return booking
-    if booking.status == Booking.Status.EXPIRED:
+    if booking.status == Booking.Status.EXPIRED or not _holds_seats(booking):
+        # Its hold ran out (expired, or pending past it): its seats may have been sold since.
         event = _lock_event(booking.event_id)
         if event.seats_left() < booking.quantity:
             logger.error(
@@ -154,7 +163,8 @@ def bookings_confirm(*, booking_ids: list[int]) -> dict[int, BookingError]:
         .filter(pk__in=booking_ids)
         .order_by("pk")
     )
-    pending = [booking for booking in bookings if booking.status == Booking.Status.PENDING]
+    # Within their hold: their seats are theirs. Past it, booking_confirm checks the seats.
+    pending = [booking for booking in bookings if _holds_seats(booking)]
     if pending:
         now = timezone.now()
         Booking.objects.filter(pk__in=[booking.pk for booking in pending]).update(
@@ -170,7 +180,7 @@ def bookings_confirm(*, booking_ids: list[int]) -> dict[int, BookingError]:
         )
     refused: dict[int, BookingError] = {}
     for booking in bookings:
-        if booking.status not in (Booking.Status.PENDING, Booking.Status.CONFIRMED):
+        if booking.status != Booking.Status.CONFIRMED:
             try:
                 booking_confirm(booking_id=booking.pk)
             except BookingError as error:
@@ -309,6 +319,24 @@ def booking_cancel_by_owner(*, booking_id: int, user) -> Booking:
     return booking_cancel(booking_id=booking.pk)
 
 
+def _confirm_paid_hold(booking: Booking, sale) -> bool:
+    """Confirm a paid booking whose hold ran out before its confirmation came; if its seats were
+    sold meanwhile, release it and refund the payment (as a late success does)."""
+    refused = bookings_confirm(booking_ids=[booking.pk])
+    if not refused:
+        logger.warning("paid booking confirmed by the expiry sweep", extra={"booking_id": booking.pk})
+        return True
+    logger.error("paid hold ran out and its seats were sold: refunding", extra={"booking_id": booking.pk})
+    with transaction.atomic():
+        locked = _lock_booking(booking.pk)
+        if locked.status == Booking.Status.PENDING:
+            # Released without the "not paid" email: it was paid, and its refund email follows.
+            _move(locked, Booking.Status.EXPIRED)
+            locked.save(update_fields=["status", "updated_at"])
+        enqueue("bookings.tasks.refund_unseated_payment", sale.pk)
+    return False
+
+
 def booking_expire_due() -> dict[str, int]:
     """Expire unpaid bookings past their hold: cancel their open intents, release their seats.
 
@@ -320,11 +348,16 @@ def booking_expire_due() -> dict[str, int]:
     outcome = {"expired": 0, "skipped": 0, "confirmed": 0}
     due = Booking.objects.filter(status=Booking.Status.PENDING, expires_at__lte=timezone.now()).order_by("pk")
     for booking in due[:500]:
-        if payment_selectors.payments_of(booking).sales().exists():
-            # Never release paid seats.
-            if not bookings_confirm(booking_ids=[booking.pk]):
-                logger.warning("paid booking confirmed by the expiry sweep", extra={"booking_id": booking.pk})
-                outcome["confirmed"] += 1
+        # A sale the money of which is still with us (a fully refunded one releases the seats).
+        sale = payment_selectors.payments_of(booking).sales().exclude(status=PaymentStatus.REFUNDED).first()
+        if sale is not None:
+            try:
+                confirmed = _confirm_paid_hold(booking, sale)
+            except Exception:  # one booking must not stop the sweep for every later one
+                logger.exception("paid hold not settled by the sweep", extra={"booking_id": booking.pk})
+                outcome["skipped"] += 1
+                continue
+            outcome["confirmed" if confirmed else "expired"] += 1
             continue
         try:
             for unpaid in payment_selectors.payments_of(booking).unpaid():

@@ -234,6 +234,31 @@ def test_a_paid_hold_is_confirmed_not_expired(stripe_env):
 
 @pytest.mark.emulator
 @pytest.mark.django_db
+def test_a_paid_hold_whose_seats_were_resold_is_refunded_by_the_sweep(
+    stripe_env, django_capture_on_commit_callbacks
+):
+    """The payment committed, its signal was lost, the hold ran out and the seat was sold again:
+    the sweep never oversells; it releases the booking (no "not paid" email) and refunds."""
+    event = EventFactory(capacity=1)
+    late = BookingFactory(event=event)
+    started = booking_pay(booking_id=late.pk, payment_method_id=stripe_env.card(), confirm=True)
+    Booking.objects.filter(pk=late.pk).update(status="pending", expires_at=late.created_at, confirmed_at=None)
+    EmailLog.objects.filter(booking=late).delete()
+    BookingFactory(event=event, status="confirmed")  # the seat went to someone else
+    with Published() as published, django_capture_on_commit_callbacks(execute=True):
+        assert expire_booking_holds.apply().get() == {"expired": 1, "skipped": 0, "confirmed": 0}
+    assert Booking.objects.get(pk=late.pk).status == "expired"
+    assert ("bookings.tasks.refund_unseated_payment", [started.payment.pk]) in [
+        (n, a) for n, a, _ in published.tasks
+    ]
+    assert not EmailLog.objects.filter(booking=late).exists()
+    assert event.seats_left() == 0
+    # The next run finds nothing to do for it.
+    assert expire_booking_holds.apply().get() == {"expired": 0, "skipped": 0, "confirmed": 0}
+
+
+@pytest.mark.emulator
+@pytest.mark.django_db
 def test_payment_after_the_seats_were_sold_is_refunded(stripe_env, django_capture_on_commit_callbacks):
     from bookings.tasks import refund_unseated_payment
     from payments.services import payment_sync_intent

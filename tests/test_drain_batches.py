@@ -310,3 +310,32 @@ def test_a_batch_of_emails_goes_in_one_task_and_a_failing_one_is_retried_on_its_
     assert EmailLog.objects.filter(status="sent").count() == 5
     assert EmailLog.objects.get(booking_id=items[0][0], kind=items[0][1]).status == "pending"
     assert timezone.now() - EmailLog.objects.earliest("created_at").created_at < timedelta(minutes=1)
+
+
+def test_a_charge_succeeded_never_clears_a_dispute_and_settles_refunds_recorded_first():
+    """charge.succeeded one by one decides as payment_intent.succeeded does."""
+    disputed = _payment(status=PaymentStatus.DISPUTED)
+    refunded_first = _payment(status=PaymentStatus.PROCESSING)
+    Refund.objects.create(
+        payment=refunded_first, amount=500, currency="usd", status="succeeded",
+        stripe_refund_id=f"re_{refunded_first.pk}", idempotency_key=f"dash-{refunded_first.pk}",
+    )  # fmt: skip
+    for payment in (disputed, refunded_first):
+        _charge_succeeded(payment)
+    for pk in WebhookEvent.objects.order_by("pk").values_list("pk", flat=True):
+        assert webhook_event_process(event_id=pk).status == "processed"
+    assert Payment.objects.get(pk=disputed.pk).status == PaymentStatus.DISPUTED
+    assert Payment.objects.get(pk=refunded_first.pk).status == PaymentStatus.PARTIALLY_REFUNDED
+
+
+@pytest.mark.emulator
+def test_a_started_intent_with_a_card_shows_the_card(stripe_env):
+    """The new intent is linked in one statement: with the card it was made with, as before."""
+    from bookings.services import booking_pay
+
+    started = booking_pay(booking_id=BookingFactory().pk, payment_method_id=stripe_env.card())
+    payment = Payment.objects.get(pk=started.payment.pk)
+    assert (payment.status, payment.stripe_payment_intent_id) == (PaymentStatus.CREATED, started.intent.id)
+    assert (payment.card_brand, payment.card_last4) == ("visa", "4242")
+    assert (started.payment.card_brand, started.payment.stripe_status) == ("visa", payment.stripe_status)
+    assert payment.events.filter(kind="stripe_call", operation="payment_intent.create").count() == 1

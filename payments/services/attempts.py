@@ -145,6 +145,8 @@ def _link_new_intent(payment: Payment, intent: IntentInfo, calls: list[PaymentEv
         "stripe_payment_intent_id": intent.id,
         "stripe_status": intent.provider_status or payment.stripe_status,
         "stripe_customer_id": intent.customer_id or payment.stripe_customer_id,
+        "card_brand": intent.card_brand or payment.card_brand,
+        "card_last4": intent.card_last4 or payment.card_last4,
         "updated_at": now,
     }
     linked = (

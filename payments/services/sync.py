@@ -276,8 +276,13 @@ def payment_sync_charge(*, charge: ChargeInfo) -> Payment | None:
     payment.save()
     paid = charge.status == ChargeStatus.SUCCEEDED and charge.paid
     matches = (charge.amount, charge.currency) == (payment.total, payment.currency)
-    if paid and matches and can_transition(payment.status, PaymentStatus.SUCCEEDED):
+    # As an intent's success: a dispute only ends by its outcome, and refunds that arrived
+    # before the success count once it lands.
+    moves = payment.status != PaymentStatus.DISPUTED
+    if paid and matches and moves and can_transition(payment.status, PaymentStatus.SUCCEEDED):
         _set_status(payment, PaymentStatus.SUCCEEDED)
+        if payment.status == PaymentStatus.SUCCEEDED:
+            _settle_refunds(payment, None, notify=False)
     for refund in charge.refunds or []:
         refund_sync(info=refund)
     payment.refresh_from_db()
