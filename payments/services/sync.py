@@ -54,6 +54,19 @@ _SUCCESS_FIELDS = (
 )  # fmt: skip
 
 
+def _copy_intent(payment: Payment, intent: IntentInfo) -> None:
+    """What the provider says of the intent, onto the payment (what it does not say is kept)."""
+    payment.stripe_status = intent.provider_status or payment.stripe_status
+    payment.stripe_charge_id = intent.charge_id or payment.stripe_charge_id
+    payment.stripe_customer_id = intent.customer_id or payment.stripe_customer_id
+    payment.card_brand = intent.card_brand or payment.card_brand
+    payment.card_last4 = intent.card_last4 or payment.card_last4
+    if intent.error_code or intent.error_message:
+        payment.last_error_code = intent.error_code
+        payment.last_error_decline_code = intent.decline_code
+        payment.last_error_message = intent.error_message[:500]
+
+
 @transaction.atomic
 def payment_sync_checkout(
     *, session: CheckoutInfo, failed: bool = False, reason: str | None = None
@@ -122,15 +135,7 @@ def payment_sync_intent(
         logger.warning("intent does not match the payment's", extra=_log_extra(payment, other=intent.id))
         return payment
     payment.stripe_payment_intent_id = intent.id
-    payment.stripe_status = intent.provider_status or payment.stripe_status
-    payment.stripe_charge_id = intent.charge_id or payment.stripe_charge_id
-    payment.stripe_customer_id = intent.customer_id or payment.stripe_customer_id
-    payment.card_brand = intent.card_brand or payment.card_brand
-    payment.card_last4 = intent.card_last4 or payment.card_last4
-    if intent.error_code or intent.error_message:
-        payment.last_error_code = intent.error_code
-        payment.last_error_decline_code = intent.decline_code
-        payment.last_error_message = intent.error_message[:500]
+    _copy_intent(payment, intent)
     target = intent.status
     if target == PaymentStatus.SUCCEEDED and (intent.amount, intent.currency) != (
         payment.total,
@@ -232,15 +237,7 @@ def payments_sync_succeeded(intents: Sequence[tuple[IntentInfo, str]]) -> set[in
         payment.status = PaymentStatus.SUCCEEDED
         payment.succeeded_at = payment.succeeded_at or now
         payment.updated_at = now
-        payment.stripe_status = intent.provider_status or payment.stripe_status
-        payment.stripe_charge_id = intent.charge_id or payment.stripe_charge_id
-        payment.stripe_customer_id = intent.customer_id or payment.stripe_customer_id
-        payment.card_brand = intent.card_brand or payment.card_brand
-        payment.card_last4 = intent.card_last4 or payment.card_last4
-        if intent.error_code or intent.error_message:
-            payment.last_error_code = intent.error_code
-            payment.last_error_decline_code = intent.decline_code
-            payment.last_error_message = intent.error_message[:500]
+        _copy_intent(payment, intent)
         entries.append(
             PaymentEvent(
                 payment=payment,
