@@ -258,12 +258,13 @@ def webhook_events_drain(
 
     Returns the events processed and whether it stopped for time (events may be left). Events are
     claimed with SKIP LOCKED, `batch_size` per transaction, so drains running side by side share
-    the backlog and never wait on each other or process an event twice. A run of
-    payment_intent.succeeded events is applied together (services.payments_sync_succeeded; those
-    that are not plain successes one by one, in savepoints), any other event alone, in the order
-    they were stored (_process_batch). The signals follow the commit, the successes as one
-    payments_succeeded. A batch that cannot be recorded is processed again one event per
-    transaction, so the event at fault is failed on its own.
+    the backlog and never process an event twice. The run of successes (payment_intent.succeeded,
+    a paid charge.succeeded) and of events nothing is done with that a claim starts with is applied
+    together (services.payments_sync_succeeded; successes that are not plain one by one, in
+    savepoints), any other event alone, in the order they were stored (_process_batch). The
+    signals follow the commit, the successes as one payments_succeeded. A batch that cannot be
+    recorded is processed again one event per transaction, so the event at fault is failed on
+    its own.
     """
     done: list[WebhookEvent] = []
     deadline = None if seconds is None else time.monotonic() + seconds
