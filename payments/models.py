@@ -203,6 +203,12 @@ class Payment(models.Model):
     def refundable_amount(self) -> int:
         return max(self.total - self.refunded_amount(), 0)
 
+    def mark_without_refunds(self) -> None:
+        """Known to have no refunds (an attempt just made): reading them costs no query."""
+        none = Refund.objects.none()
+        none._result_cache = []  # as prefetch_related leaves a fetched queryset (no SQL compiled)
+        self._prefetched_objects_cache = {"refunds": none}
+
 
 class RefundQuerySet(models.QuerySet):
     def with_numbers(self) -> RefundQuerySet:

@@ -1,12 +1,13 @@
-"""Writing the same fields of many rows, each its own values, in one UPDATE statement."""
+"""Writes that Django's ORM would spread over several round trips, in one SQL statement each."""
 
 from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 
-from django.db import connections, models, router
+from django.db import connections, models, router, transaction
+from django.db.models import sql
 
 
 def _cast(field: models.Field, connection: Any) -> str:
@@ -49,3 +50,26 @@ def update_rows(rows: Sequence[models.Model], fields: Sequence[str]) -> None:
     )
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
+
+
+def insert_and_update(rows: Sequence[models.Model], queryset: models.QuerySet, values: dict[str, Any]) -> int:
+    """INSERT `rows` (new instances of one model) and UPDATE `queryset` with `values`, in one
+    statement: the rows updated. One round trip, and atomic by itself (no BEGIN and COMMIT around
+    it). The rows are inserted whether or not the update matches anything. PostgreSQL only (a
+    data-modifying WITH); no signals, no auto_now on the update (set those fields in `values`).
+    """
+    model = type(rows[0])
+    connection = connections[router.db_for_write(model)]
+    if connection.vendor != "postgresql":
+        with transaction.atomic(using=connection.alias):
+            model._default_manager.bulk_create(rows)
+            return queryset.update(**values)
+    insert = sql.InsertQuery(model)
+    insert.insert_values([f for f in model._meta.concrete_fields if not f.primary_key], list(rows))
+    [(insert_sql, insert_params)] = insert.get_compiler(connection=connection).as_sql()
+    update = cast(sql.UpdateQuery, queryset.query.chain(sql.UpdateQuery))
+    update.add_update_values(values)
+    update_sql, update_params = update.get_compiler(connection=connection).as_sql()
+    with connection.cursor() as cursor:
+        cursor.execute(f"WITH inserted AS ({insert_sql}) {update_sql}", (*insert_params, *update_params))
+        return cursor.rowcount

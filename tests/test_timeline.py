@@ -1,9 +1,11 @@
 """A payment's timeline: every Stripe call that wrote at Stripe and every status change, in order,
 each with its cause; a rolled-back change leaves nothing."""
 
+import logging
+
 import pytest
 from django.contrib.auth.models import Permission
-from django.db import transaction
+from django.db import connection, transaction
 from django.test import Client
 from rest_framework.test import APIClient
 
@@ -89,6 +91,57 @@ def test_a_rolled_back_change_leaves_no_entry():
     assert list(
         PaymentEvent.objects.filter(payment=payment).values_list("from_status", "to_status", "cause")
     ) == [("processing", "succeeded", "system")]
+
+
+@pytest.fixture
+def refused_timeline():
+    """PostgreSQL refuses every timeline entry (as a full disk or a broken table would)."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "CREATE FUNCTION test_refuse_entry() RETURNS trigger LANGUAGE plpgsql AS"
+            " $$ BEGIN RAISE EXCEPTION 'timeline refused'; END $$"
+        )
+        cursor.execute(
+            "CREATE TRIGGER test_refuse_entry BEFORE INSERT ON payments_paymentevent"
+            " FOR EACH ROW EXECUTE FUNCTION test_refuse_entry()"
+        )
+    yield
+    with connection.cursor() as cursor:
+        cursor.execute("DROP TRIGGER IF EXISTS test_refuse_entry ON payments_paymentevent")
+        cursor.execute("DROP FUNCTION IF EXISTS test_refuse_entry()")
+
+
+def _start_without_a_timeline(caplog) -> None:
+    booking = BookingFactory()
+    api = APIClient()
+    api.force_authenticate(booking.user)
+    with caplog.at_level(logging.WARNING, logger="payments.services"):
+        response = api.post(f"/api/bookings/{booking.pk}/payment/intent/", {}, format="json")
+    assert response.status_code == 200, response.content
+    payment = Payment.objects.for_payable(booking).get()
+    # The intent is linked although the call that made it could not be written down.
+    assert payment.stripe_payment_intent_id.startswith("pi_")
+    assert payment.stripe_payment_intent_id == response.json()["payment"]["payment_intent"]
+    assert response.json()["client_secret"].startswith(payment.stripe_payment_intent_id)
+    assert not PaymentEvent.objects.filter(payment=payment).exists()
+    assert "timeline entry not written" in caplog.text
+
+
+@pytest.mark.emulator
+def test_a_start_whose_timeline_cannot_be_written_still_links_its_intent(
+    stripe_env, refused_timeline, caplog
+):
+    """Inside a transaction (a host's, here the test's): the failed statement spoils nothing."""
+    _start_without_a_timeline(caplog)
+
+
+@pytest.mark.emulator
+@pytest.mark.django_db(transaction=True)
+def test_a_start_outside_any_transaction_whose_timeline_cannot_be_written_links_its_intent(
+    stripe_env, refused_timeline, caplog
+):
+    """Outside any transaction (a request): the entry and the link are one statement, which fails."""
+    _start_without_a_timeline(caplog)
 
 
 def test_only_staff_read_a_timeline_and_the_admin_shows_it():

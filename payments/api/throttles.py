@@ -20,7 +20,7 @@ logger = logging.getLogger(__name__)
 
 
 class CountingRateThrottle(SimpleRateThrottle):
-    """A fixed-window counter kept with the cache's atomic add and incr (one Redis INCR per request).
+    """A fixed-window counter kept with the cache's atomic incr and add (one Redis INCR per request).
 
     REST framework's own throttle reads, appends and writes back a list of timestamps, so parallel
     requests overwrite each other's counts; an increment cannot be lost. The rate is read from
@@ -45,8 +45,7 @@ class CountingRateThrottle(SimpleRateThrottle):
         window = int(time.time() // duration)
         counter = f"{key}:{window}"
         try:
-            cache.add(counter, 0, timeout=duration + 1)
-            count = cache.incr(counter)
+            count = _count(counter, timeout=duration + 1)
         except Exception:
             logger.warning("throttle cache unavailable: request let through", extra={"scope": self.scope})
             return True
@@ -57,6 +56,17 @@ class CountingRateThrottle(SimpleRateThrottle):
 
     def wait(self) -> float | None:
         return getattr(self, "_wait", None)
+
+
+def _count(counter: str, *, timeout: int) -> int:
+    """Add one to `counter`, made with `timeout` by the window's first request; most requests
+    find it there and cost one increment (Django's Redis incr: two round trips; add then incr: three)."""
+    while True:
+        try:
+            return cache.incr(counter)
+        except ValueError:  # not there yet: the window's first request (or the window just ended)
+            if cache.add(counter, 1, timeout=timeout):
+                return 1
 
 
 class CountingUserRateThrottle(CountingRateThrottle):

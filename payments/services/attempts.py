@@ -3,6 +3,7 @@ failure, canceled or expired, refreshed."""
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import uuid
 from datetime import timedelta
@@ -22,6 +23,7 @@ from payments.exceptions import (
 from payments.gateway import get_gateway
 from payments.gateway.base import IntentInfo
 from payments.models import Customer, Payment, PaymentEvent
+from payments.rows import insert_and_update
 from payments.services.base import (
     PaymentResult,
     PaymentTerms,
@@ -53,7 +55,7 @@ def _open_attempt(terms: PaymentTerms, *, save_payment_method: bool = False) -> 
     attempt" cannot interleave with a success being applied. Payment rows are read, not locked.
     """
     payable = terms.payable
-    _lock_payable(payable)
+    customer_id = _lock_payable(payable, customer_of=terms.owner)
     # One read for the three questions (a payable has a handful of attempts).
     attempts = list(Payment.objects.for_payable(payable))
     if any(p.status in PAID_STATUSES and not p.unwanted_reason for p in attempts):  # as sales()
@@ -79,7 +81,9 @@ def _open_attempt(terms: PaymentTerms, *, save_payment_method: bool = False) -> 
         save_payment_method=save_payment_method,
         uid=uid,
         idempotency_key=f"payment:{uid}",
+        stripe_customer_id=customer_id,  # the payer's, when they have one: their intent's customer
     )
+    payment.mark_without_refunds()  # the answer need not read them
     logger.info("payment attempt created", extra=_log_extra(payment, attempt=attempt, total=terms.total))
     metrics.inc_on_commit(metrics.PAYMENTS_STARTED)
     return payment
@@ -105,7 +109,9 @@ def payment_start(
     if payment.stripe_payment_intent_id:
         intent = gateway.retrieve_intent(payment.stripe_payment_intent_id)
     else:
-        customer = customer_get_or_create(user=terms.owner)
+        customer_id = (
+            payment.stripe_customer_id or customer_get_or_create(user=terms.owner).stripe_customer_id
+        )
         # The card is part of the key: after Stripe refuses one, another card is a new request
         # (never the refused one's key with other parameters); the same card clicked twice
         # replays. A second intent made this way is never confirmed: the first one stored is.
@@ -118,7 +124,7 @@ def payment_start(
                 idempotency_key=f"{payment.idempotency_key}:create{card_part}",
                 metadata=_payment_metadata(payment),
                 description=payment.description,
-                customer_id=customer.stripe_customer_id,
+                customer_id=customer_id,
                 payment_method_id=payment_method_id,
                 save_payment_method=payment.save_payment_method,
             )
@@ -132,29 +138,37 @@ def payment_start(
     return PaymentResult(payment=payment, intent=intent)
 
 
-@transaction.atomic
 def _link_new_intent(payment: Payment, intent: IntentInfo, calls: list[PaymentEvent]) -> bool:
     """Record the call that made the intent and, for an intent still waiting for its card (the
-    usual start), link it to the attempt with one conditional UPDATE: False when anything else
-    happened (payment_sync_intent decides then, as after any call)."""
-    _write_entries(payment, calls)
+    usual start), link it to the attempt: False when anything else happened (payment_sync_intent
+    decides then, as after any call).
+
+    The entry and the link are one statement (one round trip, no transaction around it); if it
+    fails, they are written as any entry is, where a timeline that cannot be written never fails
+    the payment."""
     if intent.status != PaymentStatus.CREATED or intent.error_code or intent.error_message:
+        _write_entries(payment, calls)
         return False
-    now = timezone.now()
     fields = {
         "stripe_payment_intent_id": intent.id,
         "stripe_status": intent.provider_status or payment.stripe_status,
         "stripe_customer_id": intent.customer_id or payment.stripe_customer_id,
         "card_brand": intent.card_brand or payment.card_brand,
         "card_last4": intent.card_last4 or payment.card_last4,
-        "updated_at": now,
+        "updated_at": timezone.now(),
     }
-    linked = (
-        Payment.objects.filter(
-            pk=payment.pk, status=PaymentStatus.CREATED, stripe_payment_intent_id__in=("", intent.id)
-        ).update(**fields)
-        == 1
+    # Only the attempt as it was opened: still waiting, and linked to no other intent.
+    waiting = Payment.objects.filter(
+        pk=payment.pk, status=PaymentStatus.CREATED, stripe_payment_intent_id__in=("", intent.id)
     )
+    try:
+        # Inside a host's transaction, a savepoint keeps a failed statement from spoiling it.
+        with transaction.atomic() if connection.in_atomic_block else contextlib.nullcontext():
+            linked = (insert_and_update(calls, waiting, fields) if calls else waiting.update(**fields)) == 1
+    except DatabaseError:
+        with transaction.atomic():
+            _write_entries(payment, calls)
+            linked = waiting.update(**fields) == 1
     if linked:
         for name, value in fields.items():
             setattr(payment, name, value)
