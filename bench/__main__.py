@@ -278,14 +278,19 @@ def main() -> int:
     if "start" in report and "rows" in report["start"]:
         st = report["start"]
         print(f"\nPayment start ({st['starts']} starts each, in-process, Stripe the emulator)\n")
-        print("| flow | user's history | ours p50 ms | ours p90 ms | SQL queries | Stripe calls |")
-        print("|---|---|---|---|---|---|")
+        print(
+            "| flow | user's history | ours p50 ms | × floor | ours p90 ms | SQL statements | Stripe calls |"
+        )
+        print("|---|---|---|---|---|---|---|")
         for row in st["rows"]:
             cells = (
-                row["flow"], row["history"], row["overhead_p50_ms"], row["overhead_p90_ms"],
+                row["flow"], row["history"], row["overhead_p50_ms"], row["x_floor"], row["overhead_p90_ms"],
                 "/".join(map(str, row["queries"])), "/".join(map(str, row["stripe_calls"])),
             )  # fmt: skip
             print("| " + " | ".join(str(cell) for cell in cells) + " |")
+        print("\n| one statement of a start, in-process | ms |\n|---|---|")
+        for label, cost in st["statement_costs"].items():
+            print(f"| {label} | {cost} |")
         failures += st["failures"]
     if "reconcile" in report and "rows" in report["reconcile"]:
         print("\nReconciliation (reconcile_payments --all, Stripe a stand-in serving list pages)\n")

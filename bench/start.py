@@ -169,6 +169,60 @@ class _Emulator:
         return response.json()["id"]
 
 
+def _statement_costs(user, event) -> dict[str, float]:
+    """What single statements of a start cost here, in ms (median of 7 rounds of 100 runs each):
+    a bare round trip, the ORM's statements of the start path, and the attempts read run as raw
+    SQL, which tells PostgreSQL's share from Django's."""
+    from django.db import connection, transaction
+
+    from bookings.models import Booking
+    from payments.api.serializers import PaymentSerializer
+    from payments.models import Payment
+    from payments.services.base import _lock_payable
+
+    booking = _booking(user, event)
+    payment = Payment.objects.filter(owner=user).order_by("-pk").first()
+    new_attempt = Payment.objects.get(pk=payment.pk)
+    new_attempt.mark_without_refunds()
+    attempts_sql, attempts_params = Payment.objects.for_payable(booking).query.sql_with_params()
+
+    def run(sql: str, params=()) -> None:
+        with connection.cursor() as cursor:
+            cursor.execute(sql, params)
+            cursor.fetchall()
+
+    def lock() -> None:
+        with transaction.atomic():
+            _lock_payable(booking, customer_of=user)
+
+    def transaction_of_one() -> None:
+        with transaction.atomic():
+            run("SELECT 1")
+
+    statements = {
+        "SELECT 1 (a round trip)": lambda: run("SELECT 1"),
+        "BEGIN, SELECT 1, COMMIT": transaction_of_one,
+        "BEGIN, the payable locked with the payer's customer read, COMMIT": lock,
+        "the payable's attempts read (ORM)": lambda: list(Payment.objects.for_payable(booking)),
+        "the same SQL run raw": lambda: run(attempts_sql, attempts_params),
+        "the view's booking read (its event and user joined)": lambda: (
+            Booking.objects.select_related("event", "user").filter(user=user).get(pk=booking.pk)
+        ),
+        "the answer's payment serializer (its refunds read)": lambda: PaymentSerializer(payment).data,
+        "the same, for a new attempt (known to have none)": lambda: PaymentSerializer(new_attempt).data,
+    }
+    costs = {}
+    for label, statement in statements.items():
+        rounds = []
+        for _ in range(7):
+            started = time.perf_counter()
+            for _ in range(100):
+                statement()
+            rounds.append((time.perf_counter() - started) * 10)  # ms per run: / 100 * 1000
+        costs[label] = round(statistics.median(rounds), 2)
+    return costs
+
+
 def start(stack, args) -> dict:
     from django.conf import settings
     from django.test import override_settings
@@ -199,6 +253,7 @@ def start(stack, args) -> dict:
         # Warm-up: the user's Stripe customer, imports, caches, for both flows.
         for flow in FLOWS:
             _starts(api, user, event, card, 5, flow=flow)
+        costs = _statement_costs(user, event)
         scenarios = (
             (0, "floor", "a few earlier payments"),
             (0, "intent", "a few earlier payments"),
@@ -233,6 +288,10 @@ def start(stack, args) -> dict:
                     "stripe_calls": sorted(set(stripe_calls)),
                 }
             )
+    # This run's floor: the machine's speed varies from run to run, a ratio less.
+    floor = next(r["overhead_p50_ms"] for r in rows if r["flow"] == FLOWS["floor"])
+    for row in rows:
+        row["x_floor"] = round(row["overhead_p50_ms"] / floor, 1) if floor else None
     for flow in {r["flow"] for r in rows}:
         counts = [r["queries"] for r in rows if r["flow"] == flow]
         if len({tuple(c) for c in counts}) != 1 or any(len(c) != 1 for c in counts):
@@ -243,4 +302,4 @@ def start(stack, args) -> dict:
             failures.append(
                 f"start ({row['flow']}): {over} ms over the Stripe calls (goal ≤ 5), {row['history']}"
             )
-    return {"starts": STARTS, "rows": rows, "failures": failures}
+    return {"starts": STARTS, "rows": rows, "statement_costs": costs, "failures": failures}
