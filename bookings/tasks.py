@@ -16,7 +16,8 @@ def send_booking_email(self, booking_id: int, kind: str) -> str:
     try:
         return emails.email_send(booking_id=booking_id, kind=kind).status
     except emails.EmailNotSent as exc:
-        attempt = self.request.retries + 1
+        # The row's count: a try made by a batch task (send_booking_emails) counts too.
+        attempt = exc.attempts or self.request.retries + 1
         if attempt >= booking_setting("EMAIL_MAX_ATTEMPTS"):
             emails.email_give_up(booking_id=booking_id, kind=kind, error=str(exc))
             return "failed"

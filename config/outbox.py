@@ -41,7 +41,13 @@ TRANSIENT_ERRORS = (smtplib.SMTPException, OSError)
 
 
 class EmailNotSent(Exception):
-    """The SMTP server could not be reached or refused the message; retrying may help."""
+    """The SMTP server could not be reached or refused the message; retrying may help.
+    `attempts`: how many times the email has been tried, this one included (its row's count,
+    whichever task tried it)."""
+
+    def __init__(self, message: str, *, attempts: int = 0) -> None:
+        super().__init__(message)
+        self.attempts = attempts
 
 
 @dataclass(frozen=True)
@@ -219,7 +225,7 @@ class Outbox:
             )
             logger.warning("email not sent", extra=self._extra(owner_id, kind, attempts=log.attempts))
             EMAILS.labels(outcome="retry").inc()
-            raise EmailNotSent(f"{type(exc).__name__}: {exc}") from exc
+            raise EmailNotSent(f"{type(exc).__name__}: {exc}", attempts=log.attempts) from exc
         self.log._default_manager.filter(pk=log.pk).update(
             status=OutboxEmail.Status.SENT, sent_at=timezone.now(), last_error="", updated_at=timezone.now()
         )

@@ -16,7 +16,7 @@ def send_credit_email(self, purchase_id: int, kind: str) -> str:
     try:
         return emails.OUTBOX.send(purchase_id, kind).status
     except EmailNotSent as exc:
-        attempt = self.request.retries + 1
+        attempt = exc.attempts or self.request.retries + 1  # the row's count, whoever tried it
         if attempt >= emails.OUTBOX.max_attempts():
             emails.OUTBOX.give_up(purchase_id, kind, error=str(exc))
             return "failed"

@@ -312,6 +312,29 @@ def test_a_batch_of_emails_goes_in_one_task_and_a_failing_one_is_retried_on_its_
     assert timezone.now() - EmailLog.objects.earliest("created_at").created_at < timedelta(minutes=1)
 
 
+def test_an_email_a_batch_tried_gets_no_more_tries_than_the_limit_in_all(
+    settings, monkeypatch, django_capture_on_commit_callbacks
+):
+    """The batch's try counts: its retry task gives up once EMAIL_MAX_ATTEMPTS tries are made."""
+    from bookings.tasks import send_booking_email, send_booking_emails
+    from tests.email_backends import FlakySMTPBackend
+    from tests.test_background import Published
+
+    booking = BookingFactory()
+    bookings_confirm(booking_ids=[booking.pk])
+    settings.EMAIL_BACKEND = "tests.email_backends.FlakySMTPBackend"
+    settings.BOOKINGS = {**settings.BOOKINGS, "EMAIL_MAX_ATTEMPTS": 3}
+    monkeypatch.setattr(FlakySMTPBackend, "attempts", [])
+    monkeypatch.setattr(FlakySMTPBackend, "failures", 100)
+    with Published() as published, django_capture_on_commit_callbacks(execute=True):
+        send_booking_emails.apply(args=([[booking.pk, "confirmed"]],)).get()
+    assert [name for name, _, _ in published.tasks] == ["bookings.tasks.send_booking_email"]
+    # The retry task, run eagerly: each of its retries runs at once, until it gives up.
+    send_booking_email.apply(args=(booking.pk, "confirmed"))
+    log = EmailLog.objects.get(booking=booking, kind="confirmed")
+    assert (len(FlakySMTPBackend.attempts), log.attempts, log.status) == (3, 3, "failed")
+
+
 def test_a_charge_succeeded_never_clears_a_dispute_and_settles_refunds_recorded_first():
     """charge.succeeded one by one decides as payment_intent.succeeded does."""
     disputed = _payment(status=PaymentStatus.DISPUTED)
