@@ -7,6 +7,7 @@ import signal
 import threading
 from pathlib import Path
 
+from stripe_emulator import strict
 from stripe_emulator.harness import StripeHarness, use_state_file
 
 
@@ -27,11 +28,19 @@ def main() -> None:
     parser.add_argument(
         "--webhook-secret", default="whsec_local_dev", help="the secret the events are signed with"
     )
+    parser.add_argument(
+        "--webhook-retry-delay",
+        type=float,
+        default=3600.0,
+        help="seconds before a failed delivery is sent again, doubling for each of 3 retries "
+        "(Stripe's sandbox retries three times over a few hours)",
+    )
     parser.add_argument("--state", type=Path, help="keep the emulator's objects in this file across restarts")
     args = parser.parse_args()
     if args.state:
         args.state.parent.mkdir(parents=True, exist_ok=True)
         use_state_file(args.state)
+    strict.WEBHOOK_RETRY["first_delay"] = args.webhook_retry_delay
     harness = StripeHarness().start(port=args.port, emulator_port=args.emulator_port)
     if args.webhook_url:
         harness.api("POST", "/_config/webhooks/site", url=args.webhook_url, secret=args.webhook_secret)

@@ -300,6 +300,21 @@ class StripeHarness:
         finally:
             ls_webhooks._webhooks.pop("tests", None)  # localstripe has no call to remove one
 
+    @contextlib.contextmanager
+    def webhook_retries(self, *, first_delay: float):
+        """Inside: a failed delivery is sent again after `first_delay` seconds, then twice as late
+        each time (Stripe's sandbox waits hours; strict.WEBHOOK_RETRY)."""
+        before = dict(strict.WEBHOOK_RETRY)
+        strict.WEBHOOK_RETRY["first_delay"] = first_delay
+        try:
+            yield
+        finally:
+            strict.WEBHOOK_RETRY.update(before)
+
+    def deliveries(self, event_id: str) -> list[dict[str, Any]]:
+        """Every attempt to deliver the event so far: endpoint, attempt number, status (None: no answer)."""
+        return [d for d in list(strict.DELIVERIES) if d["event"] == event_id]
+
     def forget_events(self) -> None:
         """Drop the emulator's event log (as if those events were delivered long ago)."""
         for key in [k for k in ls_resources.store if k.startswith("event:")]:

@@ -8,17 +8,25 @@ knows any of this: it talks to the emulator exactly as it talks to api.stripe.co
 
 from __future__ import annotations
 
+import asyncio
+import collections
 import copy
+import hashlib
+import hmac
 import json
+import logging
 import time
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 from localstripe import resources as ls
 from localstripe import server as ls_server
 from localstripe import webhooks as ls_webhooks
 from localstripe.errors import UserError
+
+_log = logging.getLogger("stripe_emulator")
 
 API_VERSION = "2026-10-28.endive"
 FIXTURES = json.loads((Path(__file__).parent / "fixtures" / "objects.json").read_text())["resources"]
@@ -55,6 +63,77 @@ def emit(event_type: str, data: dict[str, Any]) -> None:
     event.api_version = API_VERSION
     ls_webhooks.schedule_webhook(event)
 
+
+# Webhook delivery ---------------------------------------------------------------------------------
+# https://docs.stripe.com/webhooks#retries: an event whose delivery failed (no 2xx answer, or no
+# answer at all) is sent again with an exponential back off: for up to three days in live mode,
+# three times over a few hours in a sandbox, as here. The intervals are not published: here the
+# first retry comes WEBHOOK_RETRY["first_delay"] seconds after a failure (an hour: "a few hours"
+# in all), each next one twice as late; tests and the local stack shorten it. An endpoint removed
+# meanwhile gets no more tries. Only the endpoint's own 2xx is a delivery: a redirect is not
+# followed. https://docs.stripe.com/webhooks ("Prevent replay attacks"): every attempt is signed
+# anew with its own timestamp (localstripe signs each with the event's creation time, which a
+# receiver's 5-minute tolerance refuses on a retry an hour later).
+
+WEBHOOK_RETRY: dict[str, float] = {"retries": 3, "first_delay": 3600.0}
+# What was sent, for tests: one entry per attempt (the newest 10,000).
+DELIVERIES: collections.deque[dict[str, Any]] = collections.deque(maxlen=10_000)
+_DELIVERING: set[asyncio.Future] = set()
+
+
+async def _send_webhook(event: Any) -> None:
+    payload = json.dumps(event._export(), indent=2, sort_keys=True).encode("utf-8")
+    await asyncio.sleep(1)  # as localstripe: about a second after the change
+    for endpoint_id, endpoint in list(ls_webhooks._webhooks.items()):
+        if endpoint.events is None or event.type in endpoint.events:
+            task = asyncio.ensure_future(_deliver(endpoint_id, endpoint, event, payload))
+            _DELIVERING.add(task)  # a task nothing refers to may be collected before it ends
+            task.add_done_callback(_DELIVERING.discard)
+
+
+async def _deliver(endpoint_id: str, endpoint: Any, event: Any, payload: bytes) -> None:
+    """Send `payload` to one endpoint until it answers 2xx, retrying failures with back off."""
+    retries = int(WEBHOOK_RETRY["retries"])
+    for attempt in range(retries + 1):
+        if attempt:
+            await asyncio.sleep(WEBHOOK_RETRY["first_delay"] * 2 ** (attempt - 1))
+            if ls_webhooks._webhooks.get(endpoint_id) is not endpoint:
+                return  # removed or replaced meanwhile
+        status = await _post(endpoint, payload)
+        DELIVERIES.append(
+            {
+                "event": event.id,
+                "type": event.type,
+                "endpoint": endpoint_id,
+                "attempt": attempt,
+                "status": status,
+            }
+        )
+        if status is not None and 200 <= status < 300:
+            return
+        _log.info("webhook %s to %s failed (%s)%s", event.type, endpoint.url, status or "no answer",
+                  "" if attempt == retries else ": sent again later")  # fmt: skip
+
+
+async def _post(endpoint: Any, payload: bytes) -> int | None:
+    """One delivery attempt, signed now: the answer's status, or None when there was none."""
+    timestamp = int(time.time())
+    signature = hmac.new(endpoint.secret.encode("utf-8"), b"%d.%s" % (timestamp, payload), hashlib.sha256)
+    headers = {
+        "Content-Type": "application/json; charset=utf-8",
+        "Stripe-Signature": f"t={timestamp},v1={signature.hexdigest()}",
+    }
+    try:
+        async with (
+            aiohttp.ClientSession() as session,
+            session.post(endpoint.url, data=payload, headers=headers, allow_redirects=False) as response,
+        ):
+            return response.status
+    except (aiohttp.ClientError, TimeoutError):
+        return None
+
+
+ls_webhooks._send_webhook = _send_webhook
 
 _original_event_init = ls.Event.__init__
 

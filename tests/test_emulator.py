@@ -208,3 +208,102 @@ def test_a_dispute_on_demand_reaches_the_payment(stripe_env, django_capture_on_c
     with django_capture_on_commit_callbacks(execute=True):
         payments_reconcile(everything=True)
     assert Payment.objects.get(pk=payment.pk).status == "succeeded"
+
+
+class _Endpoint:
+    """A webhook endpoint on loopback answering the n-th delivery of each event with `answers[n]`
+    (the last one from then on), recording what it was sent."""
+
+    def __init__(self, answers: list[int]):
+        import http.server
+        import json
+        import threading
+
+        self.received: list[tuple[float, bytes, str]] = []
+        endpoint = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self):
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                event_id = json.loads(body)["id"]
+                earlier = sum(json.loads(r[1])["id"] == event_id for r in endpoint.received)
+                endpoint.received.append((time.monotonic(), body, self.headers["Stripe-Signature"]))
+                self.send_response(answers[min(earlier, len(answers) - 1)])
+                self.end_headers()
+
+            def log_message(self, *args):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def of(self, event_type: str, object_id: str) -> list[tuple[float, bytes, str]]:
+        """The deliveries of `event_type` about `object_id` (an earlier test's events may come too)."""
+        import json
+
+        return [
+            r
+            for r in self.received
+            if (json.loads(r[1])["type"], json.loads(r[1])["data"]["object"]["id"]) == (event_type, object_id)
+        ]
+
+
+def _wait(condition, timeout=15.0):
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.05)
+
+
+def test_a_failed_delivery_is_sent_again_later_signed_anew(stripe_env):
+    """Stripe retries a delivery that got no 2xx, with back off, each attempt signed with its own
+    time; once one is answered 2xx nothing more is sent."""
+    import stripe
+
+    endpoint = _Endpoint([503, 302, 200])
+    with (
+        stripe_env.webhook_retries(first_delay=1.0),
+        stripe_env.webhooks_to(endpoint.url, secret="whsec_retry"),
+    ):
+        card = stripe_env.card()
+        paid = stripe_env.api(
+            "POST", "/v1/payment_intents", amount="2000", currency="usd", payment_method=card, confirm="true"
+        )
+        _wait(lambda: len(endpoint.of("payment_intent.succeeded", paid["id"])) == 3)
+        time.sleep(2.5)  # the next retry would have come by now
+    attempts = endpoint.of("payment_intent.succeeded", paid["id"])
+    assert len(attempts) == 3
+    (first, body, _), (second, _, _), (third, _, _) = attempts
+    assert 0.9 < second - first < 2 and 1.8 < third - second < 3.5  # 1 s, then twice as late
+    stamps = []
+    for _, sent, signature in attempts:
+        assert sent == body
+        stripe.WebhookSignature.verify_header(sent.decode(), signature, "whsec_retry", tolerance=300)
+        stamps.append(int(signature.split(",")[0].removeprefix("t=")))
+    assert stamps == sorted(stamps) and stamps[-1] > stamps[0]  # each attempt signed at its own time
+    event_id = __import__("json").loads(body)["id"]
+    assert [d["status"] for d in stripe_env.deliveries(event_id) if d["endpoint"] == "tests"] == [
+        503,
+        302,
+        200,
+    ]
+
+
+def test_a_delivery_that_always_fails_is_retried_three_times_then_dropped(stripe_env):
+    endpoint = _Endpoint([500])
+    with stripe_env.webhook_retries(first_delay=0.2), stripe_env.webhooks_to(endpoint.url):
+        customer = stripe_env.api("POST", "/v1/customers", email="retry@example.com")
+        _wait(lambda: len(endpoint.of("customer.created", customer["id"])) == 4)
+        time.sleep(2.0)  # a fifth would have come by now (0.2, 0.4, 0.8, then 1.6 s)
+    assert len(endpoint.of("customer.created", customer["id"])) == 4
+
+
+def test_an_endpoint_removed_gets_no_more_retries(stripe_env):
+    endpoint = _Endpoint([500])
+    with stripe_env.webhook_retries(first_delay=0.5):
+        with stripe_env.webhooks_to(endpoint.url):
+            customer = stripe_env.api("POST", "/v1/customers", email="gone@example.com")
+            _wait(lambda: len(endpoint.of("customer.created", customer["id"])) == 1)
+        time.sleep(1.5)
+    assert len(endpoint.of("customer.created", customer["id"])) == 1
