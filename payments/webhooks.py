@@ -368,9 +368,8 @@ def _process_batch(claimed: list[WebhookEvent]) -> list[WebhookEvent]:
     is done with) the claim starts with, together, or else the first event alone, as one at a
     time always did. So an earlier event of the same intent (requires_action, then succeeded)
     never lands after it, and no batch holds its locks while an event's handler calls Stripe.
-    Within a run, the successes that are not plain (a duplicate, a refund first, a second event
-    for one intent) go one by one after the plain ones: successes of one payment in either order
-    end the same."""
+    Within a run, the successes that are not plain (a duplicate, a refund first) go one by one
+    after the plain ones: successes of one payment in either order end the same."""
     run = _leading_run(claimed)
     if not run:
         _process_locked(claimed[0])

@@ -130,6 +130,7 @@ def _outcome(roles):
                 payment.succeeded_at is not None,
                 Booking.objects.get(pk=payment.object_id).status,
                 sorted(payment.refunds.values_list("amount", "reason")),
+                (payment.stripe_status, payment.card_brand, payment.card_last4),
                 list(payment.events.order_by("pk").values_list("kind", "from_status", "to_status")),
             )
     events = sorted(WebhookEvent.objects.values_list("status", "attempts", "last_error"))
@@ -213,6 +214,27 @@ def test_a_batch_costs_the_same_queries_for_ten_events_or_forty():
     assert EmailLog.objects.filter(status="pending").count() == 2 * 52
     entries = PaymentEvent.objects.filter(kind="status", to_status="succeeded")
     assert entries.count() == 52 and all(e.cause.startswith("webhook evt_") for e in entries)
+
+
+def test_stripes_two_events_for_a_card_payment_cost_the_same_queries_for_five_payments_or_twenty():
+    """charge.succeeded and payment_intent.succeeded for each payment: the second one of each pair
+    goes with the batch, not one by one."""
+
+    def drain(count):
+        payments = [_payment() for _ in range(count)]
+        for payment in payments:
+            _charge_succeeded(payment)
+            _succeeded(payment)
+        with CaptureQueriesContext(connection) as queries:
+            done, _more = webhook_events_drain()
+        assert len(done) == 2 * count
+        assert {Payment.objects.get(pk=p.pk).stripe_status for p in payments} == {"succeeded"}
+        return len(queries)
+
+    drain(2)
+    assert drain(5) == drain(20) <= 24
+    assert set(WebhookEvent.objects.values_list("status", flat=True)) == {WebhookEvent.Status.PROCESSED}
+    assert PaymentEvent.objects.filter(kind="status", to_status="succeeded").count() == 27
 
 
 @pytest.mark.django_db(transaction=True)

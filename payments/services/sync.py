@@ -171,16 +171,24 @@ def payments_sync_succeeded(intents: Sequence[tuple[IntentInfo, str]]) -> set[in
 
     Only plain successes are applied here, with a handful of queries for all of them: the payment
     found by its intent id and still open (or failed), the amount and currency its own, no refund
-    recorded yet, and no other sale for its payable (in the database or earlier in `intents`).
+    recorded yet, and no other sale for its payable (in the database or earlier in `intents`);
+    with them, the later events in `intents` that tell the same success again.
     The rest are left for payment_sync_intent, one by one, which decides them as always; the
     outcome of either is the same (the status moved, the timeline entry, the signals on commit).
     """
     if not transaction.get_connection().in_atomic_block:
         raise RuntimeError("payments_sync_succeeded runs inside the caller's transaction")
     wanted: dict[str, tuple[int, IntentInfo, str]] = {}
+    # The same success told again (Stripe sends charge.succeeded beside payment_intent.succeeded):
+    # applied after the first, on the payment it made succeeded, as one by one would.
+    again: dict[str, list[tuple[int, IntentInfo]]] = {}
     for index, (intent, cause) in enumerate(intents):
-        if intent.status == PaymentStatus.SUCCEEDED:
-            wanted.setdefault(intent.id, (index, intent, cause))  # a second event for one intent: one by one
+        if intent.status != PaymentStatus.SUCCEEDED:
+            continue
+        if intent.id in wanted:
+            again.setdefault(intent.id, []).append((index, intent))
+        else:
+            wanted[intent.id] = (index, intent, cause)
     if not wanted:
         return set()
     locked = list(
@@ -231,13 +239,22 @@ def payments_sync_succeeded(intents: Sequence[tuple[IntentInfo, str]]) -> set[in
             plain.append(payment)
     now = timezone.now()
     entries = []
+    applied: set[int] = set()
     for payment in plain:
-        _index, intent, cause = wanted[payment.stripe_payment_intent_id]
+        index, intent, cause = wanted[payment.stripe_payment_intent_id]
+        applied.add(index)
         previous = payment.status
         payment.status = PaymentStatus.SUCCEEDED
         payment.succeeded_at = payment.succeeded_at or now
         payment.updated_at = now
         _copy_intent(payment, intent)
+        for later, told_again in again.get(intent.id, []):
+            # Once succeeded, a success event only adds what it says (payment_sync_intent and
+            # payment_sync_charge): no status change, no entry, no signal. Another amount is
+            # left to them, which report it.
+            if (told_again.amount, told_again.currency) == (payment.total, payment.currency):
+                _copy_intent(payment, told_again)
+                applied.add(later)
         entries.append(
             PaymentEvent(
                 payment=payment,
@@ -256,7 +273,7 @@ def payments_sync_succeeded(intents: Sequence[tuple[IntentInfo, str]]) -> set[in
     PaymentEvent.objects.bulk_create(entries)
     if plain:
         metrics.inc_on_commit(metrics.PAYMENTS_SUCCEEDED, by=len(plain))
-    return {wanted[payment.stripe_payment_intent_id][0] for payment in plain}
+    return applied
 
 
 @transaction.atomic
