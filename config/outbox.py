@@ -155,8 +155,11 @@ class Outbox:
         for owner_id, kind in items:
             try:
                 sent += self.send(owner_id, kind).status == OutboxEmail.Status.SENT
-            except EmailNotSent:
-                retry(owner_id, kind)
+            except EmailNotSent as exc:
+                if exc.attempts >= self.max_attempts():
+                    self.give_up(owner_id, kind, error=str(exc))
+                else:
+                    retry(owner_id, kind)
             except Exception:
                 # Left pending (or claimed): the sweep sends it again.
                 logger.exception("email not sent", extra=self._extra(owner_id, kind))
@@ -185,8 +188,11 @@ class Outbox:
             )
             log = self.log._default_manager.select_for_update().get(pk=log.pk)
             expired = log.updated_at < timezone.now() - self.claim_expires_after()
-            if log.status == OutboxEmail.Status.SENT or (
-                log.status == OutboxEmail.Status.SENDING and not expired
+            given_up = log.status == OutboxEmail.Status.FAILED and log.attempts >= self.max_attempts()
+            if (
+                log.status == OutboxEmail.Status.SENT
+                or (log.status == OutboxEmail.Status.SENDING and not expired)
+                or given_up  # a retry still queued when another task gave up: no more tries
             ):
                 return None
             log.status = OutboxEmail.Status.SENDING

@@ -69,11 +69,11 @@ def emit(event_type: str, data: dict[str, Any]) -> None:
 # answer at all) is sent again with an exponential back off: for up to three days in live mode,
 # three times over a few hours in a sandbox, as here. The intervals are not published: here the
 # first retry comes WEBHOOK_RETRY["first_delay"] seconds after a failure (an hour: "a few hours"
-# in all), each next one twice as late; tests and the local stack shorten it. An endpoint removed
-# meanwhile gets no more tries. Only the endpoint's own 2xx is a delivery: a redirect is not
-# followed. https://docs.stripe.com/webhooks ("Prevent replay attacks"): every attempt is signed
-# anew with its own timestamp (localstripe signs each with the event's creation time, which a
-# receiver's 5-minute tolerance refuses on a retry an hour later).
+# in all), each next one twice as late; tests and the local stack (scripts/run) shorten it. An
+# endpoint removed meanwhile gets no more tries. Only the endpoint's own 2xx is a delivery: a
+# redirect is not followed. https://docs.stripe.com/webhooks ("Prevent replay attacks"): every
+# attempt is signed anew with its own timestamp (localstripe signs each with the event's creation
+# time, which a receiver's 5-minute tolerance refuses on a retry an hour later).
 
 WEBHOOK_RETRY: dict[str, float] = {"retries": 3, "first_delay": 3600.0}
 # What was sent, for tests: one entry per attempt (the newest 10,000).
@@ -81,14 +81,21 @@ DELIVERIES: collections.deque[dict[str, Any]] = collections.deque(maxlen=10_000)
 _DELIVERING: set[asyncio.Future] = set()
 
 
+def _schedule_webhook(event: Any) -> None:
+    _keep(asyncio.ensure_future(_send_webhook(event)))
+
+
+def _keep(task: asyncio.Future) -> None:
+    _DELIVERING.add(task)  # a task nothing refers to may be collected before it ends
+    task.add_done_callback(_DELIVERING.discard)
+
+
 async def _send_webhook(event: Any) -> None:
     payload = json.dumps(event._export(), indent=2, sort_keys=True).encode("utf-8")
     await asyncio.sleep(1)  # as localstripe: about a second after the change
     for endpoint_id, endpoint in list(ls_webhooks._webhooks.items()):
         if endpoint.events is None or event.type in endpoint.events:
-            task = asyncio.ensure_future(_deliver(endpoint_id, endpoint, event, payload))
-            _DELIVERING.add(task)  # a task nothing refers to may be collected before it ends
-            task.add_done_callback(_DELIVERING.discard)
+            _keep(asyncio.ensure_future(_deliver(endpoint_id, endpoint, event, payload)))
 
 
 async def _deliver(endpoint_id: str, endpoint: Any, event: Any, payload: bytes) -> None:
@@ -131,8 +138,13 @@ async def _post(endpoint: Any, payload: bytes) -> int | None:
             return response.status
     except (aiohttp.ClientError, TimeoutError):
         return None
+    except Exception:  # an address aiohttp cannot even try: a failed delivery all the same
+        _log.exception("webhook to %s could not be sent", endpoint.url)
+        return None
 
 
+# Where localstripe schedules and sends (its resources hold schedule_webhook by name).
+ls.schedule_webhook = ls_webhooks.schedule_webhook = _schedule_webhook
 ls_webhooks._send_webhook = _send_webhook
 
 _original_event_init = ls.Event.__init__

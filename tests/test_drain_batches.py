@@ -355,6 +355,29 @@ def test_an_email_a_batch_tried_gets_no_more_tries_than_the_limit_in_all(
     send_booking_email.apply(args=(booking.pk, "confirmed"))
     log = EmailLog.objects.get(booking=booking, kind="confirmed")
     assert (len(FlakySMTPBackend.attempts), log.attempts, log.status) == (3, 3, "failed")
+    # A retry still queued when another task gave up (a duplicate, the sweep's) tries no more.
+    assert send_booking_email.apply(args=(booking.pk, "confirmed")).get() == "failed"
+    assert len(FlakySMTPBackend.attempts) == 3
+
+
+def test_a_batch_gives_up_on_an_email_whose_last_try_it_made(
+    settings, monkeypatch, django_capture_on_commit_callbacks
+):
+    from bookings.tasks import send_booking_emails
+    from tests.email_backends import FlakySMTPBackend
+    from tests.test_background import Published
+
+    booking = BookingFactory()
+    bookings_confirm(booking_ids=[booking.pk])
+    settings.EMAIL_BACKEND = "tests.email_backends.FlakySMTPBackend"
+    settings.BOOKINGS = {**settings.BOOKINGS, "EMAIL_MAX_ATTEMPTS": 1}
+    monkeypatch.setattr(FlakySMTPBackend, "attempts", [])
+    monkeypatch.setattr(FlakySMTPBackend, "failures", 100)
+    with Published() as published, django_capture_on_commit_callbacks(execute=True):
+        assert send_booking_emails.apply(args=([[booking.pk, "confirmed"]],)).get() == 0
+    assert published.tasks == []  # no retry: that was its one try
+    log = EmailLog.objects.get(booking=booking, kind="confirmed")
+    assert (len(FlakySMTPBackend.attempts), log.attempts, log.status) == (1, 1, "failed")
 
 
 def test_a_charge_succeeded_never_clears_a_dispute_and_settles_refunds_recorded_first():

@@ -238,6 +238,13 @@ class _Endpoint:
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.server.shutdown()
+        self.server.server_close()
+
     def of(self, event_type: str, object_id: str) -> list[tuple[float, bytes, str]]:
         """The deliveries of `event_type` about `object_id` (an earlier test's events may come too)."""
         import json
@@ -261,8 +268,8 @@ def test_a_failed_delivery_is_sent_again_later_signed_anew(stripe_env):
     time; once one is answered 2xx nothing more is sent."""
     import stripe
 
-    endpoint = _Endpoint([503, 302, 200])
     with (
+        _Endpoint([503, 302, 200]) as endpoint,
         stripe_env.webhook_retries(first_delay=1.0),
         stripe_env.webhooks_to(endpoint.url, secret="whsec_retry"),
     ):
@@ -275,7 +282,7 @@ def test_a_failed_delivery_is_sent_again_later_signed_anew(stripe_env):
     attempts = endpoint.of("payment_intent.succeeded", paid["id"])
     assert len(attempts) == 3
     (first, body, _), (second, _, _), (third, _, _) = attempts
-    assert 0.9 < second - first < 2 and 1.8 < third - second < 3.5  # 1 s, then twice as late
+    assert 0.9 < second - first < 3 and 1.8 < third - second < 5  # 1 s, then twice as late
     stamps = []
     for _, sent, signature in attempts:
         assert sent == body
@@ -291,8 +298,11 @@ def test_a_failed_delivery_is_sent_again_later_signed_anew(stripe_env):
 
 
 def test_a_delivery_that_always_fails_is_retried_three_times_then_dropped(stripe_env):
-    endpoint = _Endpoint([500])
-    with stripe_env.webhook_retries(first_delay=0.2), stripe_env.webhooks_to(endpoint.url):
+    with (
+        _Endpoint([500]) as endpoint,
+        stripe_env.webhook_retries(first_delay=0.2),
+        stripe_env.webhooks_to(endpoint.url),
+    ):
         customer = stripe_env.api("POST", "/v1/customers", email="retry@example.com")
         _wait(lambda: len(endpoint.of("customer.created", customer["id"])) == 4)
         time.sleep(2.0)  # a fifth would have come by now (0.2, 0.4, 0.8, then 1.6 s)
@@ -300,8 +310,7 @@ def test_a_delivery_that_always_fails_is_retried_three_times_then_dropped(stripe
 
 
 def test_an_endpoint_removed_gets_no_more_retries(stripe_env):
-    endpoint = _Endpoint([500])
-    with stripe_env.webhook_retries(first_delay=0.5):
+    with _Endpoint([500]) as endpoint, stripe_env.webhook_retries(first_delay=0.5):
         with stripe_env.webhooks_to(endpoint.url):
             customer = stripe_env.api("POST", "/v1/customers", email="gone@example.com")
             _wait(lambda: len(endpoint.of("customer.created", customer["id"])) == 1)

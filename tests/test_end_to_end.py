@@ -83,6 +83,6 @@ def test_an_event_the_site_could_not_store_is_delivered_again_and_confirms(
     event = WebhookEvent.objects.get(
         type="payment_intent.succeeded", payload__data__object__id=started.intent.id
     )
-    assert [
-        d["status"] for d in stripe_env.deliveries(event.stripe_event_id) if d["endpoint"] == "tests"
-    ] == [503, 200]
+    statuses = [d["status"] for d in stripe_env.deliveries(event.stripe_event_id) if d["endpoint"] == "tests"]
+    # Refused while the table was locked (more than once on a slow machine), then delivered once.
+    assert statuses[0] == 503 and statuses[-1] == 200 and statuses.count(200) == 1

@@ -219,3 +219,32 @@ def test_checkout_session(stripe_env, django_capture_on_commit_callbacks):
     assert payment.status == PaymentStatus.SUCCEEDED
     assert payment.stripe_payment_intent_id == paid["payment_intent"]
     assert Booking.objects.get(pk=booking.pk).status == Booking.Status.CONFIRMED
+
+
+def test_a_new_attempt_is_made_for_its_payers_customer_and_a_resumed_one_for_the_new_payers(stripe_env):
+    """The payer's customer is read with the payable's lock and kept on the attempt; resuming
+    someone else's attempt (a host whose payables several users may pay) uses the resumer's."""
+    from tests.factories import PaymentFactory, UserFactory
+
+    booking = BookingFactory()
+    first = services.payment_start(terms=_terms(booking, booking.user)).payment
+    own = services.customer_get_or_create(user=booking.user).stripe_customer_id
+    assert Payment.objects.get(pk=first.pk).stripe_customer_id == own
+    assert services.payment_start(terms=_terms(booking, booking.user)).payment.pk == first.pk  # resumed
+    # An attempt whose intent was never made (Stripe was down), left by its first payer.
+    other_booking = BookingFactory()
+    left = PaymentFactory(payable=other_booking, owner=other_booking.user, stripe_customer_id=own)
+    resumer = UserFactory()
+    resumed = services.payment_start(terms=_terms(other_booking, resumer))
+    assert resumed.payment.pk == left.pk
+    theirs = services.customer_get_or_create(user=resumer).stripe_customer_id
+    assert theirs != own and resumed.intent.customer_id == theirs
+
+
+def _terms(booking, owner):
+    from payments.services import PaymentTerms
+
+    return PaymentTerms(
+        payable=booking, owner=owner, subtotal=booking.subtotal, fee=booking.fee, total=booking.total,
+        currency=booking.currency, description="seats",
+    )  # fmt: skip

@@ -61,12 +61,13 @@ class CountingRateThrottle(SimpleRateThrottle):
 def _count(counter: str, *, timeout: int) -> int:
     """Add one to `counter`, made with `timeout` by the window's first request; most requests
     find it there and cost one increment (Django's Redis incr: two round trips; add then incr: three)."""
-    while True:
+    for _ in range(3):  # missing, then made by another request and gone again: rare
         try:
             return cache.incr(counter)
         except ValueError:  # not there yet: the window's first request (or the window just ended)
             if cache.add(counter, 1, timeout=timeout):
                 return 1
+    return 1  # could not be counted: let the request through, as when the cache is down
 
 
 class CountingUserRateThrottle(CountingRateThrottle):

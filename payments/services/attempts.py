@@ -10,7 +10,7 @@ from datetime import timedelta
 from typing import Any
 
 from django.contrib.contenttypes.models import ContentType
-from django.db import DatabaseError, connection, transaction
+from django.db import DatabaseError, connection, connections, router, transaction
 from django.utils import timezone
 
 from payments import metrics
@@ -109,9 +109,10 @@ def payment_start(
     if payment.stripe_payment_intent_id:
         intent = gateway.retrieve_intent(payment.stripe_payment_intent_id)
     else:
-        customer_id = (
-            payment.stripe_customer_id or customer_get_or_create(user=terms.owner).stripe_customer_id
-        )
+        # The attempt's customer is its owner's (read with the lock); a payer resuming another's
+        # attempt pays as their own customer.
+        known = payment.stripe_customer_id if payment.owner_id == terms.owner.pk else ""
+        customer_id = known or customer_get_or_create(user=terms.owner).stripe_customer_id
         # The card is part of the key: after Stripe refuses one, another card is a new request
         # (never the refused one's key with other parameters); the same card clicked twice
         # replays. A second intent made this way is never confirmed: the first one stored is.
@@ -161,12 +162,15 @@ def _link_new_intent(payment: Payment, intent: IntentInfo, calls: list[PaymentEv
     waiting = Payment.objects.filter(
         pk=payment.pk, status=PaymentStatus.CREATED, stripe_payment_intent_id__in=("", intent.id)
     )
+    alias = router.db_for_write(Payment)
+    database = connections[alias]
     try:
         # Inside a host's transaction, a savepoint keeps a failed statement from spoiling it.
-        with transaction.atomic() if connection.in_atomic_block else contextlib.nullcontext():
+        outside = database.get_autocommit() and not database.in_atomic_block
+        with contextlib.nullcontext() if outside else transaction.atomic(using=alias):
             linked = (insert_and_update(calls, waiting, fields) if calls else waiting.update(**fields)) == 1
     except DatabaseError:
-        with transaction.atomic():
+        with transaction.atomic(using=alias):
             _write_entries(payment, calls)
             linked = waiting.update(**fields) == 1
     if linked:

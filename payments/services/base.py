@@ -172,7 +172,8 @@ def _lock_payable(payable: models.Model, *, customer_of: Any = None) -> str:
         row.values_list("pk").get()
         return ""
     customer = Customer.objects.filter(user=customer_of).values("stripe_customer_id")[:1]
-    return row.annotate(customer_id=Subquery(customer)).values_list("customer_id", flat=True).get() or ""
+    # An expression, not a named annotation: a name could clash with one of the payable's fields.
+    return row.values_list(Subquery(customer), flat=True).get() or ""
 
 
 def _lock_payable_of(payment: Payment) -> None:
