@@ -293,10 +293,11 @@ def booking_checkout(*, booking_id: int, success_url: str, cancel_url: str):
     )
 
 
-def booking_cancel_by_owner(*, booking_id: int, user) -> Booking:
+def booking_cancel_by_owner(*, booking_id: int, user, refund_amount: int | None = None) -> Booking:
     """The booker cancels: an unpaid booking releases its seats; a paid one is refunded first.
 
-    The refund follows the payments refund policy (within the window, up to the owner's limit).
+    The refund follows the payments refund policy (within the window, up to the owner's limit):
+    `refund_amount` (minor units) when the booker was shown one, else as much as it allows.
     """
     booking = Booking.objects.select_related("event").get(pk=booking_id, user=user)
     if booking.status in (Booking.Status.CANCELLED, Booking.Status.EXPIRED):
@@ -308,8 +309,9 @@ def booking_cancel_by_owner(*, booking_id: int, user) -> Booking:
     if paid is not None:
         try:
             payment_services.refund_request(
-                payment=paid, user=user, reason="requested_by_customer", deadline=booking.event.starts_at
-            )
+                payment=paid, user=user, amount=refund_amount, reason="requested_by_customer",
+                deadline=booking.event.starts_at,
+            )  # fmt: skip
         except RefundNotAllowed as error:
             if error.code not in ("refund_window_closed", "nothing_to_refund"):
                 raise

@@ -148,7 +148,8 @@ def payment_result(request, pk: int):
 
 
 def _refund_on_cancel(request, booking: Booking) -> dict:
-    """What cancelling `booking` now gives back: {payment, amount, allowed, why_not}."""
+    """What cancelling `booking` now gives back: {payment, amount, allowed, why_not}, and `minor`
+    (the amount in minor units) when a refund is allowed."""
     payments = payment_selectors.payments_of(booking)
     payment = payments.sales().first()
     if payment is None:
@@ -170,6 +171,7 @@ def _refund_on_cancel(request, booking: Booking) -> dict:
     fee_kept = allowed and most < payment.refundable_amount()
     return {
         "payment": payment,
+        "minor": most if allowed else None,
         "amount": money.format_amount(most, payment.currency) if allowed else "",
         "fee_kept": money.format_amount(payment.refundable_amount() - most, payment.currency)
         if fee_kept
@@ -235,9 +237,17 @@ def booking_cancel(request, pk: int):
         )
         return redirect("booking-detail", pk=booking.pk)
     refund = _refund_on_cancel(request, booking)
-    if request.method == "POST" and refund["allowed"]:
+    shown = request.POST.get("refund", "")
+    changed = refund["payment"] is not None and shown != str(refund.get("minor"))
+    if request.method == "POST" and refund["allowed"] and changed:
+        # What comes back changed since the page was shown (a refund by staff meanwhile, the
+        # policy): the booker confirms the new amount, never an amount they were not shown.
+        messages.warning(request, f"What comes back changed since you looked: now {refund['amount']}.")
+    elif request.method == "POST" and refund["allowed"]:
         try:
-            services.booking_cancel_by_owner(booking_id=booking.pk, user=request.user)
+            services.booking_cancel_by_owner(
+                booking_id=booking.pk, user=request.user, refund_amount=refund.get("minor")
+            )
         except (BookingError, PaymentError) as exc:
             messages.error(request, exc.message)
         else:

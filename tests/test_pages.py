@@ -284,3 +284,26 @@ def test_an_absent_moment_shows_no_time():
 
     event = EventFactory()
     assert event_time(event, None) == "" and event_time(event).endswith("UTC")
+
+
+def test_a_refund_that_changed_since_the_page_was_shown_is_confirmed_again_before_anything_happens():
+    """A staff refund meanwhile: the booker's click on the old amount refunds nothing and cancels
+    nothing; the page shows the new amount to confirm."""
+    from payments.models import Refund
+
+    booking = BookingFactory(status="confirmed", expires_at=None)
+    payment = _paid(booking)
+    client = _client(booking.user)
+    page = client.get(f"/bookings/{booking.pk}/cancel/").content.decode()
+    assert f'name="refund" value="{booking.total}"' in page
+    Refund.objects.create(
+        payment=payment, amount=500, currency=payment.currency, status="succeeded",
+        stripe_refund_id="re_staff", idempotency_key="staff-refund",
+    )  # fmt: skip
+    again = client.post(f"/bookings/{booking.pk}/cancel/", {"refund": str(booking.total)}, follow=True)
+    now = (booking.total - 500) / 100
+    assert again.status_code == 200
+    assert f"What comes back changed since you looked: now {now:.2f} USD." in again.content.decode()
+    assert f'name="refund" value="{booking.total - 500}"' in again.content.decode()
+    assert Booking.objects.get(pk=booking.pk).status == "confirmed"
+    assert list(Refund.objects.filter(payment=payment).values_list("amount", flat=True)) == [500]
