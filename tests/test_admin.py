@@ -246,3 +246,26 @@ def test_the_refund_list_numbers_refunds_in_one_query(django_assert_max_num_quer
     with django_assert_max_num_queries(12):
         page = client.get("/admin/payments/refund/").content.decode()
     assert page.count("Refund 10 of payment") == 3 and page.count("Refund 1 of payment") == 3
+
+
+def test_an_events_start_is_entered_and_shown_in_its_own_time_zone(settings):
+    """Staff type the time the venue's clock will show; the site's own zone does not matter."""
+    from datetime import UTC, datetime
+
+    from bookings.models import Event
+
+    settings.TIME_ZONE = "Asia/Tokyo"  # the site's zone, unlike the event's
+    user, client = _staff("add_event", "change_event", "view_event")
+    form = {
+        "title": "Harbour Jazz", "description": "", "venue": "Quay", "starts_at_0": "2027-05-01",
+        "starts_at_1": "20:00:00", "time_zone": "Europe/London", "price": "2500", "currency": "usd",
+        "capacity": "50", "host": str(user.pk),
+    }  # fmt: skip
+    added = client.post("/admin/bookings/event/add/", form)
+    assert added.status_code == 302, added.content.decode()[:2000]
+    event = Event.objects.get(title="Harbour Jazz")
+    assert event.starts_at == datetime(2027, 5, 1, 19, 0, tzinfo=UTC)  # 20:00 BST
+    page = client.get(f"/admin/bookings/event/{event.pk}/change/").content.decode()
+    assert 'name="starts_at_1" value="20:00:00"' in page and "In the event's time zone" in page
+    listing = client.get("/admin/bookings/event/").content.decode()
+    assert "Sat 1 May 2027, 20:00 BST (Europe/London)" in listing
