@@ -222,3 +222,74 @@ def test_creating_a_session_stripe_made_but_did_not_answer_is_repeated_safely(st
     assert len({c.idempotency_key for c in creates}) == 1 and creates[-1].replayed
     assert len(stripe_env.api("GET", "/v1/checkout/sessions")["data"]) == 1
     assert Payment.objects.get(pk=payment.pk).stripe_checkout_session_id == session.id
+
+
+def _in_another_tab(action):
+    """Run `action` in a thread of its own (its own database connection); returns a function
+    that waits for it and gives what it returned or raised."""
+    import threading
+
+    from django.db import connection
+
+    outcome = {}
+
+    def run():
+        try:
+            outcome["value"] = action()
+        except Exception as exc:  # what the other tab's request ended with
+            outcome["error"] = exc
+        finally:
+            connection.close()
+
+    thread = threading.Thread(target=run)
+    thread.start()
+
+    def result():
+        thread.join(30)
+        return outcome
+
+    return result
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_card_start_that_finds_the_hosted_page_took_the_attempt_meanwhile_steps_back(stripe_env):
+    """Two tabs: the card's intent is being made when the hosted page takes the attempt. The page
+    keeps it; the card start answers payment_in_progress and cancels the intent it made, whose
+    secret nobody got: only one of them can ever be paid."""
+    import time
+
+    from bookings.services import booking_pay
+
+    booking = BookingFactory()
+    stripe_env.slow_after_forward("POST", "/v1/payment_intents", delay=1.0)
+    card_tab = _in_another_tab(
+        lambda: booking_pay(booking_id=booking.pk, payment_method_id=stripe_env.card())
+    )
+    time.sleep(0.4)  # the card tab's intent is being made
+    payment, session = _start(booking)
+    outcome = card_tab()
+    assert getattr(outcome.get("error"), "code", None) == "payment_in_progress", outcome
+    payment = Payment.objects.get(pk=payment.pk)
+    assert (payment.stripe_checkout_session_id, payment.stripe_payment_intent_id) == (session.id, "")
+    made = [i for i in stripe_env.api("GET", "/v1/payment_intents")["data"] if i["status"] != "canceled"]
+    assert all(i["metadata"].get("payment_id") != str(payment.pk) for i in made)
+    assert _session(stripe_env, session.id)["status"] == "open"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_hosted_page_that_finds_a_card_took_the_attempt_meanwhile_is_closed(stripe_env):
+    import time
+
+    from bookings.services import booking_pay
+
+    booking = BookingFactory()
+    stripe_env.slow_after_forward("POST", "/v1/checkout/sessions", delay=1.0)
+    page_tab = _in_another_tab(lambda: _start(booking))
+    time.sleep(0.4)  # the hosted page's session is being made
+    started = booking_pay(booking_id=booking.pk)
+    outcome = page_tab()
+    assert getattr(outcome.get("error"), "code", None) == "payment_in_progress", outcome
+    payment = Payment.objects.get(pk=started.payment.pk)
+    assert (payment.stripe_payment_intent_id, payment.stripe_checkout_session_id) == (started.intent.id, "")
+    [session] = stripe_env.api("GET", "/v1/checkout/sessions")["data"]
+    assert session["status"] == "expired"

@@ -130,6 +130,11 @@ def payment_start(
                 save_payment_method=payment.save_payment_method,
             )
         linked = _link_new_intent(payment, intent, calls)
+        if not linked and _taken_by_checkout(payment.pk, intent.id):
+            _drop_raced_intent(payment, intent.id, card_part)
+            raise IllegalTransition(
+                "A payment on Stripe's page is already under way for this.", code="payment_in_progress"
+            )
     if not linked:
         payment = payment_sync_intent(intent=intent, payment_id=payment.pk) or payment
     if confirm and payment.status in (PaymentStatus.CREATED, PaymentStatus.FAILED):
@@ -158,9 +163,13 @@ def _link_new_intent(payment: Payment, intent: IntentInfo, calls: list[PaymentEv
         "card_last4": intent.card_last4 or payment.card_last4,
         "updated_at": timezone.now(),
     }
-    # Only the attempt as it was opened: still waiting, and linked to no other intent.
+    # Only the attempt as it was opened: still waiting, linked to no other intent, and not taken
+    # meanwhile by a Checkout Session (another tab: the attempt is the hosted page's then).
     waiting = Payment.objects.filter(
-        pk=payment.pk, status=PaymentStatus.CREATED, stripe_payment_intent_id__in=("", intent.id)
+        pk=payment.pk,
+        status=PaymentStatus.CREATED,
+        stripe_payment_intent_id__in=("", intent.id),
+        stripe_checkout_session_id="",
     )
     alias = router.db_for_write(Payment)
     database = connections[alias]
@@ -177,6 +186,32 @@ def _link_new_intent(payment: Payment, intent: IntentInfo, calls: list[PaymentEv
         for name, value in fields.items():
             setattr(payment, name, value)
     return linked
+
+
+def _taken_by_checkout(payment_id: int, intent_id: str) -> bool:
+    """True when a Checkout Session took the attempt while its card intent was being made."""
+    return (
+        Payment.objects.filter(pk=payment_id)
+        .exclude(stripe_checkout_session_id="")
+        .exclude(stripe_payment_intent_id=intent_id)
+        .exists()
+    )
+
+
+def _drop_raced_intent(payment: Payment, intent_id: str, card_part: str) -> None:
+    """Cancel at Stripe the intent a card start made for an attempt the hosted page took first.
+    Its client secret is never handed out, so nothing can confirm it; cancelling is tidiness,
+    and a failure to cancel is only logged."""
+    try:
+        with _recorded_call(payment):
+            get_gateway().cancel_intent(
+                intent_id, idempotency_key=f"{payment.idempotency_key}:cancel-raced{card_part}"
+            )
+    except ProviderError:
+        logger.warning("raced intent not canceled", extra=_log_extra(payment, other=intent_id))
+    logger.info(
+        "card start lost the attempt to a checkout session", extra=_log_extra(payment, other=intent_id)
+    )
 
 
 def _ensure_payers_card(*, payment_method_id: str, owner: Any) -> None:
