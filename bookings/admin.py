@@ -47,7 +47,7 @@ class EventAdmin(admin.ModelAdmin):
         for name in [*names, default_time_zone()]:
             try:
                 return zoneinfo.ZoneInfo(name.strip())
-            except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+            except (zoneinfo.ZoneInfoNotFoundError, ValueError, OSError):  # OSError: "Europe", a folder
                 continue
         return zoneinfo.ZoneInfo("UTC")
 

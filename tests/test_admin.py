@@ -269,3 +269,6 @@ def test_an_events_start_is_entered_and_shown_in_its_own_time_zone(settings):
     assert 'name="starts_at_1" value="20:00:00"' in page and "In the event's time zone" in page
     listing = client.get("/admin/bookings/event/").content.decode()
     assert "Sat 1 May 2027, 20:00 BST (Europe/London)" in listing
+    # A zone name that is a folder of the zone database: the form says so, no error page.
+    refused = client.post("/admin/bookings/event/add/", {**form, "title": "Nowhere", "time_zone": "Europe"})
+    assert refused.status_code == 200 and not Event.objects.filter(title="Nowhere").exists()

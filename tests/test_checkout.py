@@ -224,6 +224,15 @@ def test_creating_a_session_stripe_made_but_did_not_answer_is_repeated_safely(st
     assert Payment.objects.get(pk=payment.pk).stripe_checkout_session_id == session.id
 
 
+def _until(condition, timeout=10.0):
+    import time
+
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.02)
+
+
 def _in_another_tab(action):
     """Run `action` in a thread of its own (its own database connection); returns a function
     that waits for it and gives what it returned or raised."""
@@ -256,36 +265,39 @@ def test_a_card_start_that_finds_the_hosted_page_took_the_attempt_meanwhile_step
     """Two tabs: the card's intent is being made when the hosted page takes the attempt. The page
     keeps it; the card start answers payment_in_progress and cancels the intent it made, whose
     secret nobody got: only one of them can ever be paid."""
-    import time
-
     from bookings.services import booking_pay
 
     booking = BookingFactory()
-    stripe_env.slow_after_forward("POST", "/v1/payment_intents", delay=1.0)
-    card_tab = _in_another_tab(
-        lambda: booking_pay(booking_id=booking.pk, payment_method_id=stripe_env.card())
-    )
-    time.sleep(0.4)  # the card tab's intent is being made
+    card = stripe_env.card()
+    stripe_env.slow_after_forward("POST", "/v1/payment_intents", delay=1.5)
+    card_tab = _in_another_tab(lambda: booking_pay(booking_id=booking.pk, payment_method_id=card))
+    _until(lambda: stripe_env.calls("POST", "/v1/payment_intents"))  # the card's intent is being made
     payment, session = _start(booking)
     outcome = card_tab()
     assert getattr(outcome.get("error"), "code", None) == "payment_in_progress", outcome
     payment = Payment.objects.get(pk=payment.pk)
     assert (payment.stripe_checkout_session_id, payment.stripe_payment_intent_id) == (session.id, "")
-    made = [i for i in stripe_env.api("GET", "/v1/payment_intents")["data"] if i["status"] != "canceled"]
-    assert all(i["metadata"].get("payment_id") != str(payment.pk) for i in made)
-    assert _session(stripe_env, session.id)["status"] == "open"
+    [raced] = [
+        i for i in stripe_env.api("GET", "/v1/payment_intents")["data"]
+        if i["metadata"].get("payment_id") == str(payment.pk)
+    ]  # fmt: skip
+    assert raced["status"] == "canceled" and _session(stripe_env, session.id)["status"] == "open"
+    # Its payment_intent.canceled, or reconciliation, finds the attempt by the intent's metadata:
+    # the attempt stays the hosted page's, open.
+    services.payment_sync_intent(intent=get_gateway().retrieve_intent(raced["id"]))
+    payments_reconcile(everything=True)
+    payment = Payment.objects.get(pk=payment.pk)
+    assert (payment.status, payment.stripe_payment_intent_id) == (PaymentStatus.CREATED, "")
 
 
 @pytest.mark.django_db(transaction=True)
 def test_a_hosted_page_that_finds_a_card_took_the_attempt_meanwhile_is_closed(stripe_env):
-    import time
-
     from bookings.services import booking_pay
 
     booking = BookingFactory()
-    stripe_env.slow_after_forward("POST", "/v1/checkout/sessions", delay=1.0)
+    stripe_env.slow_after_forward("POST", "/v1/checkout/sessions", delay=1.5)
     page_tab = _in_another_tab(lambda: _start(booking))
-    time.sleep(0.4)  # the hosted page's session is being made
+    _until(lambda: stripe_env.calls("POST", "/v1/checkout/sessions"))  # the page is being made
     started = booking_pay(booking_id=booking.pk)
     outcome = page_tab()
     assert getattr(outcome.get("error"), "code", None) == "payment_in_progress", outcome
@@ -293,3 +305,8 @@ def test_a_hosted_page_that_finds_a_card_took_the_attempt_meanwhile_is_closed(st
     assert (payment.stripe_payment_intent_id, payment.stripe_checkout_session_id) == (started.intent.id, "")
     [session] = stripe_env.api("GET", "/v1/checkout/sessions")["data"]
     assert session["status"] == "expired"
+    # Its checkout.session.expired finds the attempt by the session's metadata: the card's
+    # attempt is not canceled by it.
+    services.payment_sync_checkout(session=get_gateway().retrieve_checkout_session(session["id"]))
+    payment = Payment.objects.get(pk=payment.pk)
+    assert (payment.status, payment.stripe_checkout_session_id) == (PaymentStatus.CREATED, "")

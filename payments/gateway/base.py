@@ -30,6 +30,11 @@ class ChargeStatus(StrEnum):
     FAILED = "failed"
 
 
+# In the metadata of an intent a Checkout Session made: an attempt paid on the hosted page takes
+# only such an intent (a card start that lost the attempt to the page leaves one that is not).
+CHECKOUT_INTENT_MARK = ("made_by", "checkout_session")
+
+
 @dataclass(frozen=True)
 class IntentInfo:
     """A payment intent as the provider last reported it; `status` is a PaymentStatus value."""
@@ -236,7 +241,8 @@ class PaymentGateway(ABC):
         idempotency_key: str,
         customer_id: str = "",
     ) -> CheckoutInfo:
-        """Create a hosted payment page for one line item of `amount`."""
+        """Create a hosted payment page for one line item of `amount`. The intent it makes carries
+        `metadata` and CHECKOUT_INTENT_MARK (a card start's intents never do)."""
 
     @abstractmethod
     def retrieve_checkout_session(self, session_id: str) -> CheckoutInfo:

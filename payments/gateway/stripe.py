@@ -23,6 +23,7 @@ from payments.exceptions import (
 )
 from payments.gateway import stripe_objects
 from payments.gateway.base import (
+    CHECKOUT_INTENT_MARK,
     ChargeInfo,
     CheckoutInfo,
     DisputeInfo,
@@ -375,7 +376,7 @@ class StripeGateway(PaymentGateway):
             "cancel_url": cancel_url,
             "client_reference_id": client_reference_id,
             "metadata": metadata,
-            "payment_intent_data": {"metadata": metadata},
+            "payment_intent_data": {"metadata": dict([*metadata.items(), CHECKOUT_INTENT_MARK])},
             # Rounded up: Stripe refuses a session that expires in under 30 minutes.
             "expires_at": math.ceil(expires_at.timestamp()),
         }

@@ -131,7 +131,7 @@ def payment_start(
             )
         linked = _link_new_intent(payment, intent, calls)
         if not linked and _taken_by_checkout(payment.pk, intent.id):
-            _drop_raced_intent(payment, intent.id, card_part)
+            _drop_raced_intent(payment, intent.id)
             raise IllegalTransition(
                 "A payment on Stripe's page is already under way for this.", code="payment_in_progress"
             )
@@ -198,14 +198,15 @@ def _taken_by_checkout(payment_id: int, intent_id: str) -> bool:
     )
 
 
-def _drop_raced_intent(payment: Payment, intent_id: str, card_part: str) -> None:
+def _drop_raced_intent(payment: Payment, intent_id: str) -> None:
     """Cancel at Stripe the intent a card start made for an attempt the hosted page took first.
     Its client secret is never handed out, so nothing can confirm it; cancelling is tidiness,
-    and a failure to cancel is only logged."""
+    and a failure to cancel is only logged. Its events find the attempt by its metadata, and
+    payment_sync_intent refuses it there (not made by the attempt's session)."""
     try:
         with _recorded_call(payment):
             get_gateway().cancel_intent(
-                intent_id, idempotency_key=f"{payment.idempotency_key}:cancel-raced{card_part}"
+                intent_id, idempotency_key=f"{payment.idempotency_key}:cancel:{intent_id}"
             )
     except ProviderError:
         logger.warning("raced intent not canceled", extra=_log_extra(payment, other=intent_id))

@@ -14,6 +14,7 @@ from django.utils import timezone
 
 from payments import metrics, signals
 from payments.gateway.base import (
+    CHECKOUT_INTENT_MARK,
     ChargeInfo,
     ChargeStatus,
     CheckoutInfo,
@@ -81,6 +82,19 @@ def payment_sync_checkout(
         logger.warning("checkout session for no known payment", extra={"checkout_session": session.id})
         return None
     payment = _lock_payment(payment_id)
+    card_took_it = not payment.stripe_checkout_session_id and payment.stripe_payment_intent_id not in (
+        "",
+        session.intent_id,
+    )
+    if card_took_it:
+        # A session made for an attempt a card start took meanwhile (another tab), closed at once
+        # and never shown: never applied (its expiry would cancel the card's attempt).
+        log = logger.error if session.payment_status == CheckoutPaymentStatus.PAID else logger.warning
+        log(
+            "checkout session of an attempt a card took",
+            extra=_log_extra(payment, checkout_session=session.id),
+        )
+        return payment
     if payment.stripe_checkout_session_id and payment.stripe_checkout_session_id != session.id:
         # Ours by its metadata, but not the session this attempt made: never applied.
         logger.error("checkout session is not the payment's own", extra=_log_extra(payment, other=session.id))
@@ -133,6 +147,14 @@ def payment_sync_intent(
     payment = _lock_payment(found)
     if payment.stripe_payment_intent_id and payment.stripe_payment_intent_id != intent.id:
         logger.warning("intent does not match the payment's", extra=_log_extra(payment, other=intent.id))
+        return payment
+    made_by_its_page = (intent.metadata or {}).get(CHECKOUT_INTENT_MARK[0]) == CHECKOUT_INTENT_MARK[1]
+    if payment.stripe_checkout_session_id and not payment.stripe_payment_intent_id and not made_by_its_page:
+        # A card start's intent for an attempt the hosted page took meanwhile (another tab): never
+        # this attempt's; only what its session made pays it.
+        logger.warning(
+            "card intent of an attempt paid on its hosted page", extra=_log_extra(payment, other=intent.id)
+        )
         return payment
     payment.stripe_payment_intent_id = intent.id
     _copy_intent(payment, intent)
