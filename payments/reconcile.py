@@ -250,6 +250,8 @@ class _Run:
             payment = (
                 Payment.objects.filter(pk=claimed, stripe_payment_intent_id="").first() if claimed else None
             )
+            if payment is not None and not services.intent_may_pay(payment, intent):
+                payment = None  # a card intent of an attempt its hosted page took (another tab)
             if payment is None:
                 if intent.status == PaymentStatus.SUCCEEDED:
                     self.add(

@@ -285,7 +285,8 @@ def test_a_card_start_that_finds_the_hosted_page_took_the_attempt_meanwhile_step
     # Its payment_intent.canceled, or reconciliation, finds the attempt by the intent's metadata:
     # the attempt stays the hosted page's, open.
     services.payment_sync_intent(intent=get_gateway().retrieve_intent(raced["id"]))
-    payments_reconcile(everything=True)
+    report = payments_reconcile(everything=True)
+    assert not [f for f in report.findings if f.stripe_id == raced["id"]], report.findings
     payment = Payment.objects.get(pk=payment.pk)
     assert (payment.status, payment.stripe_payment_intent_id) == (PaymentStatus.CREATED, "")
 

@@ -45,6 +45,7 @@ from payments.services.refunds import (
 )
 from payments.services.sync import (
     dispute_sync,
+    intent_may_pay,
     payment_sync_charge,
     payment_sync_checkout,
     payment_sync_intent,
@@ -59,6 +60,7 @@ __all__ = [
     "PaymentTerms",
     "customer_get_or_create",
     "dispute_sync",
+    "intent_may_pay",
     "is_foreign",
     "payment_cancel",
     "payment_checkout_start",

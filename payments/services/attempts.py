@@ -137,6 +137,11 @@ def payment_start(
             )
     if not linked:
         payment = payment_sync_intent(intent=intent, payment_id=payment.pk) or payment
+        if payment.stripe_checkout_session_id and payment.stripe_payment_intent_id != intent.id:
+            _drop_raced_intent(payment, intent.id)  # the hosted page took the attempt after all
+            raise IllegalTransition(
+                "A payment on Stripe's page is already under way for this.", code="payment_in_progress"
+            )
     if confirm and payment.status in (PaymentStatus.CREATED, PaymentStatus.FAILED):
         # The intent may carry this card already (set at creation): don't set it twice.
         new_method = "" if payment_method_id == intent.payment_method_id else payment_method_id

@@ -131,6 +131,15 @@ def payment_sync_checkout(
 # Syncing from the provider -------------------------------------------------------------
 
 
+def intent_may_pay(payment: Payment, intent: IntentInfo) -> bool:
+    """False for a card start's intent found (by its metadata) for an attempt the hosted page
+    took meanwhile (another tab): an attempt with a Checkout Session and no intent yet is paid
+    only by an intent a Checkout Session made (CHECKOUT_INTENT_MARK), its own."""
+    if not payment.stripe_checkout_session_id or payment.stripe_payment_intent_id:
+        return True
+    return (intent.metadata or {}).get(CHECKOUT_INTENT_MARK[0]) == CHECKOUT_INTENT_MARK[1]
+
+
 @transaction.atomic
 def payment_sync_intent(
     *, intent: IntentInfo, payment_id: int | None = None, reason: str = ""
@@ -148,10 +157,7 @@ def payment_sync_intent(
     if payment.stripe_payment_intent_id and payment.stripe_payment_intent_id != intent.id:
         logger.warning("intent does not match the payment's", extra=_log_extra(payment, other=intent.id))
         return payment
-    made_by_its_page = (intent.metadata or {}).get(CHECKOUT_INTENT_MARK[0]) == CHECKOUT_INTENT_MARK[1]
-    if payment.stripe_checkout_session_id and not payment.stripe_payment_intent_id and not made_by_its_page:
-        # A card start's intent for an attempt the hosted page took meanwhile (another tab): never
-        # this attempt's; only what its session made pays it.
+    if not intent_may_pay(payment, intent):
         logger.warning(
             "card intent of an attempt paid on its hosted page", extra=_log_extra(payment, other=intent.id)
         )
