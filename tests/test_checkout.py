@@ -12,6 +12,7 @@ from payments.models import Payment
 from payments.reconcile import payments_reconcile
 from payments.states import PaymentStatus
 from payments.tasks import retry_refund
+from tests.conftest import wait_for
 from tests.factories import BookingFactory
 
 pytestmark = [pytest.mark.django_db, pytest.mark.emulator]
@@ -224,15 +225,6 @@ def test_creating_a_session_stripe_made_but_did_not_answer_is_repeated_safely(st
     assert Payment.objects.get(pk=payment.pk).stripe_checkout_session_id == session.id
 
 
-def _until(condition, timeout=10.0):
-    import time
-
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.02)
-
-
 def _in_another_tab(action):
     """Run `action` in a thread of its own (its own database connection); returns a function
     that waits for it and gives what it returned or raised."""
@@ -271,7 +263,7 @@ def test_a_card_start_that_finds_the_hosted_page_took_the_attempt_meanwhile_step
     card = stripe_env.card()
     stripe_env.slow_after_forward("POST", "/v1/payment_intents", delay=1.5)
     card_tab = _in_another_tab(lambda: booking_pay(booking_id=booking.pk, payment_method_id=card))
-    _until(lambda: stripe_env.calls("POST", "/v1/payment_intents"))  # the card's intent is being made
+    wait_for(lambda: stripe_env.calls("POST", "/v1/payment_intents"), interval=0.02)  # in flight
     payment, session = _start(booking)
     outcome = card_tab()
     assert getattr(outcome.get("error"), "code", None) == "payment_in_progress", outcome
@@ -298,7 +290,7 @@ def test_a_hosted_page_that_finds_a_card_took_the_attempt_meanwhile_is_closed(st
     booking = BookingFactory()
     stripe_env.slow_after_forward("POST", "/v1/checkout/sessions", delay=1.5)
     page_tab = _in_another_tab(lambda: _start(booking))
-    _until(lambda: stripe_env.calls("POST", "/v1/checkout/sessions"))  # the page is being made
+    wait_for(lambda: stripe_env.calls("POST", "/v1/checkout/sessions"), interval=0.02)  # in flight
     started = booking_pay(booking_id=booking.pk)
     outcome = page_tab()
     assert getattr(outcome.get("error"), "code", None) == "payment_in_progress", outcome

@@ -334,6 +334,19 @@ def test_a_batch_of_emails_goes_in_one_task_and_a_failing_one_is_retried_on_its_
     assert timezone.now() - EmailLog.objects.earliest("created_at").created_at < timedelta(minutes=1)
 
 
+def _confirmed_while_smtp_fails(settings, monkeypatch, *, max_attempts: int):
+    """A confirmed booking whose emails are recorded, with an SMTP server refusing every message."""
+    from tests.email_backends import FlakySMTPBackend
+
+    booking = BookingFactory()
+    bookings_confirm(booking_ids=[booking.pk])
+    settings.EMAIL_BACKEND = "tests.email_backends.FlakySMTPBackend"
+    settings.BOOKINGS = {**settings.BOOKINGS, "EMAIL_MAX_ATTEMPTS": max_attempts}
+    monkeypatch.setattr(FlakySMTPBackend, "attempts", [])
+    monkeypatch.setattr(FlakySMTPBackend, "failures", 100)
+    return booking
+
+
 def test_an_email_a_batch_tried_gets_no_more_tries_than_the_limit_in_all(
     settings, monkeypatch, django_capture_on_commit_callbacks
 ):
@@ -342,12 +355,7 @@ def test_an_email_a_batch_tried_gets_no_more_tries_than_the_limit_in_all(
     from tests.email_backends import FlakySMTPBackend
     from tests.test_background import Published
 
-    booking = BookingFactory()
-    bookings_confirm(booking_ids=[booking.pk])
-    settings.EMAIL_BACKEND = "tests.email_backends.FlakySMTPBackend"
-    settings.BOOKINGS = {**settings.BOOKINGS, "EMAIL_MAX_ATTEMPTS": 3}
-    monkeypatch.setattr(FlakySMTPBackend, "attempts", [])
-    monkeypatch.setattr(FlakySMTPBackend, "failures", 100)
+    booking = _confirmed_while_smtp_fails(settings, monkeypatch, max_attempts=3)
     with Published() as published, django_capture_on_commit_callbacks(execute=True):
         send_booking_emails.apply(args=([[booking.pk, "confirmed"]],)).get()
     assert [name for name, _, _ in published.tasks] == ["bookings.tasks.send_booking_email"]
@@ -367,12 +375,7 @@ def test_a_batch_gives_up_on_an_email_whose_last_try_it_made(
     from tests.email_backends import FlakySMTPBackend
     from tests.test_background import Published
 
-    booking = BookingFactory()
-    bookings_confirm(booking_ids=[booking.pk])
-    settings.EMAIL_BACKEND = "tests.email_backends.FlakySMTPBackend"
-    settings.BOOKINGS = {**settings.BOOKINGS, "EMAIL_MAX_ATTEMPTS": 1}
-    monkeypatch.setattr(FlakySMTPBackend, "attempts", [])
-    monkeypatch.setattr(FlakySMTPBackend, "failures", 100)
+    booking = _confirmed_while_smtp_fails(settings, monkeypatch, max_attempts=1)
     with Published() as published, django_capture_on_commit_callbacks(execute=True):
         assert send_booking_emails.apply(args=([[booking.pk, "confirmed"]],)).get() == 0
     assert published.tasks == []  # no retry: that was its one try

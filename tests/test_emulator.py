@@ -5,6 +5,8 @@ import time
 import pytest
 import requests
 
+from tests.conftest import wait_for
+
 pytestmark = [pytest.mark.emulator]
 
 SECRET = {"Authorization": "Bearer sk_test_suite"}
@@ -256,13 +258,6 @@ class _Endpoint:
         ]
 
 
-def _wait(condition, timeout=15.0):
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.05)
-
-
 def test_a_failed_delivery_is_sent_again_later_signed_anew(stripe_env):
     """Stripe retries a delivery that got no 2xx, with back off, each attempt signed with its own
     time; once one is answered 2xx nothing more is sent."""
@@ -277,7 +272,7 @@ def test_a_failed_delivery_is_sent_again_later_signed_anew(stripe_env):
         paid = stripe_env.api(
             "POST", "/v1/payment_intents", amount="2000", currency="usd", payment_method=card, confirm="true"
         )
-        _wait(lambda: len(endpoint.of("payment_intent.succeeded", paid["id"])) == 3)
+        wait_for(lambda: len(endpoint.of("payment_intent.succeeded", paid["id"])) == 3)
         time.sleep(2.5)  # the next retry would have come by now
     attempts = endpoint.of("payment_intent.succeeded", paid["id"])
     assert len(attempts) == 3
@@ -304,7 +299,7 @@ def test_a_delivery_that_always_fails_is_retried_three_times_then_dropped(stripe
         stripe_env.webhooks_to(endpoint.url),
     ):
         customer = stripe_env.api("POST", "/v1/customers", email="retry@example.com")
-        _wait(lambda: len(endpoint.of("customer.created", customer["id"])) == 4)
+        wait_for(lambda: len(endpoint.of("customer.created", customer["id"])) == 4)
         time.sleep(2.0)  # a fifth would have come by now (0.2, 0.4, 0.8, then 1.6 s)
     assert len(endpoint.of("customer.created", customer["id"])) == 4
 
@@ -313,6 +308,6 @@ def test_an_endpoint_removed_gets_no_more_retries(stripe_env):
     with _Endpoint([500]) as endpoint, stripe_env.webhook_retries(first_delay=0.5):
         with stripe_env.webhooks_to(endpoint.url):
             customer = stripe_env.api("POST", "/v1/customers", email="gone@example.com")
-            _wait(lambda: len(endpoint.of("customer.created", customer["id"])) == 1)
+            wait_for(lambda: len(endpoint.of("customer.created", customer["id"])) == 1)
         time.sleep(1.5)
     assert len(endpoint.of("customer.created", customer["id"])) == 1
