@@ -130,15 +130,12 @@ def payment_start(
                 save_payment_method=payment.save_payment_method,
             )
         linked = _link_new_intent(payment, intent, calls)
-        if not linked and _taken_by_checkout(payment.pk, intent.id):
-            _drop_raced_intent(payment, intent.id)
-            raise IllegalTransition(
-                "A payment on Stripe's page is already under way for this.", code="payment_in_progress"
-            )
     if not linked:
         payment = payment_sync_intent(intent=intent, payment_id=payment.pk) or payment
         if payment.stripe_checkout_session_id and payment.stripe_payment_intent_id != intent.id:
-            _drop_raced_intent(payment, intent.id)  # the hosted page took the attempt after all
+            # The hosted page took the attempt while this intent was made (another tab): the
+            # sync refused the intent (intent_may_pay); the page keeps the attempt.
+            _drop_raced_intent(payment, intent.id)
             raise IllegalTransition(
                 "A payment on Stripe's page is already under way for this.", code="payment_in_progress"
             )
@@ -191,16 +188,6 @@ def _link_new_intent(payment: Payment, intent: IntentInfo, calls: list[PaymentEv
         for name, value in fields.items():
             setattr(payment, name, value)
     return linked
-
-
-def _taken_by_checkout(payment_id: int, intent_id: str) -> bool:
-    """True when a Checkout Session took the attempt while its card intent was being made."""
-    return (
-        Payment.objects.filter(pk=payment_id)
-        .exclude(stripe_checkout_session_id="")
-        .exclude(stripe_payment_intent_id=intent_id)
-        .exists()
-    )
 
 
 def _drop_raced_intent(payment: Payment, intent_id: str) -> None:
